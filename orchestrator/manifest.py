@@ -1,0 +1,442 @@
+"""The manifest: one SQLite file per job, and the only module that speaks SQL.
+
+Every state change is one transaction behind a method of `Manifest`.  Only the
+orchestrator opens this database; workers report through journals
+(tvseg.journal), which `apply_journal` folds in idempotently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import OperationalError
+
+from tvseg.errors import ManifestError
+from tvseg.states import ACTIVE, FINISHED, FileState, ShardState
+
+SCHEMA_VERSION = 1
+metadata = MetaData()
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", Text, nullable=False, unique=True),
+    Column("size", Integer, nullable=False),
+    Column("mtime", Float),
+    Column("output_name", Text, nullable=False, unique=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("shard_id", Integer, ForeignKey("shards.id"), index=True),
+    Column("error_class", Text),
+    Column("error", Text),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("seconds", Float),
+    Column("media_seconds", Float),
+    Column("outputs", Text),  # JSON list of paths relative to the file's output folder
+    Column("added_at", Float, nullable=False),
+)
+Index("files_state_finished", files.c.state, files.c.finished_at)
+
+shards = Table(
+    "shards",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("submission_id", Integer, ForeignKey("submissions.id")),
+    Column("array_index", Integer),
+    Column("job_id", Text),  # the executor's id of this array task, e.g. "1234_5"
+    Column("state", String(16), nullable=False, index=True),
+    Column("n_files", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("end_reason", Text),
+    Column("host", Text),
+    Column("pid", Integer),
+)
+
+submissions = Table(
+    "submissions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # submit | retry
+    Column("executor", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("job_ids", Text, nullable=False),  # JSON list of executor job ids
+    Column("resources", Text, nullable=False),  # JSON of what was asked for
+)
+
+journal_offsets = Table(
+    "journal_offsets",
+    metadata,
+    Column("path", Text, primary_key=True),  # relative to <workdir>/journals
+    Column("offset", Integer, nullable=False),
+)
+
+meta = Table("meta", metadata, Column("key", Text, primary_key=True), Column("value", Text, nullable=False))
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    size: int
+    mtime: float | None  # None: the path does not exist (the worker quarantines it)
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    path: str
+    size: int
+    output_name: str
+    state: FileState
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    id: int
+    state: ShardState
+    job_id: str | None
+    submission_id: int | None
+    executor: str | None
+    n_files: int
+    started_at: float | None
+    host: str | None
+    pid: int | None
+
+
+def output_name(path: str) -> str:
+    """A folder name for a file's outputs: readable, and unique even for equal basenames."""
+    stem = Path(path).name.rsplit(".", 1)[0][:80] or "input"
+    return f"{stem}-{hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
+
+
+class Manifest:
+    def __init__(self, path: Path, create: bool = False) -> None:
+        if not create and not path.exists():
+            raise ManifestError(f"no manifest at {path}: run 'orchestrate submit' first")
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The database lives on the login node's view of the workdir; a generous busy
+        # timeout lets `status` and a `--wait` loop share it without lock errors.
+        self.engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
+
+        @event.listens_for(self.engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        try:
+            if create:
+                metadata.create_all(self.engine)
+                with self.engine.begin() as c:
+                    if c.execute(select(meta.c.value).where(meta.c.key == "schema")).scalar() is None:
+                        c.execute(insert(meta).values(key="schema", value=str(SCHEMA_VERSION)))
+            with self.engine.connect() as c:
+                version = c.execute(select(meta.c.value).where(meta.c.key == "schema")).scalar()
+        except OperationalError as exc:
+            raise ManifestError(f"{path}: cannot open the manifest: {exc.orig}") from None
+        if version != str(SCHEMA_VERSION):
+            raise ManifestError(f"{path}: manifest schema {version}, this tvseg reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- inputs and shards -------------------------------------------------------------
+
+    def known_paths(self) -> set[str]:
+        with self.engine.connect() as c:
+            return set(c.execute(select(files.c.path)).scalars())
+
+    def add_shards(self, plan: Sequence[Sequence[InputFile]]) -> list[int]:
+        """Add new files, grouped into new shards (state created), in one transaction."""
+        now = time.time()
+        ids: list[int] = []
+        with self.engine.begin() as c:
+            for group in plan:
+                shard_id = c.execute(
+                    insert(shards).values(
+                        state=ShardState.CREATED.value,
+                        n_files=len(group),
+                        bytes=sum(f.size for f in group),
+                        created_at=now,
+                    )
+                ).inserted_primary_key[0]
+                c.execute(
+                    insert(files),
+                    [
+                        dict(
+                            path=f.path, size=f.size, mtime=f.mtime, output_name=output_name(f.path),
+                            state=FileState.PENDING.value, attempts=0, shard_id=shard_id, added_at=now,
+                        )
+                        for f in group
+                    ],
+                )
+                ids.append(shard_id)
+        return ids
+
+    def reshard(self, plan: Sequence[Sequence[int]]) -> list[int]:
+        """Move existing files (by id) into new shards, back to pending; one transaction."""
+        now = time.time()
+        ids: list[int] = []
+        with self.engine.begin() as c:
+            for group in plan:
+                size = c.execute(select(func.coalesce(func.sum(files.c.size), 0)).where(files.c.id.in_(group))).scalar()
+                shard_id = c.execute(
+                    insert(shards).values(state=ShardState.CREATED.value, n_files=len(group), bytes=size, created_at=now)
+                ).inserted_primary_key[0]
+                c.execute(
+                    update(files).where(files.c.id.in_(group)).values(shard_id=shard_id, state=FileState.PENDING.value)
+                )
+                ids.append(shard_id)
+        return ids
+
+    def created_shards(self) -> list[int]:
+        """Shards in the manifest that no executor has accepted yet."""
+        with self.engine.connect() as c:
+            return list(
+                c.execute(select(shards.c.id).where(shards.c.state == ShardState.CREATED.value).order_by(shards.c.id)).scalars()
+            )
+
+    def shard_files(self, shard_id: int) -> list[FileRow]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(files.c.id, files.c.path, files.c.size, files.c.output_name, files.c.state, files.c.attempts)
+                .where(files.c.shard_id == shard_id)
+                .order_by(files.c.id)
+            )
+            return [FileRow(r.id, r.path, r.size, r.output_name, FileState(r.state), r.attempts) for r in rows]
+
+    def record_submission(
+        self, kind: str, executor: str, shard_ids: Sequence[int], job_ids: Sequence[str], resources: dict[str, Any]
+    ) -> int:
+        """The executor accepted these shards as these array tasks (same order)."""
+        with self.engine.begin() as c:
+            sub_id = c.execute(
+                insert(submissions).values(
+                    kind=kind, executor=executor, created_at=time.time(),
+                    job_ids=json.dumps(sorted(set(j.split("_")[0] for j in job_ids))),
+                    resources=json.dumps(resources, sort_keys=True),
+                )
+            ).inserted_primary_key[0]
+            for index, (shard_id, job_id) in enumerate(zip(shard_ids, job_ids, strict=True)):
+                c.execute(
+                    update(shards)
+                    .where(shards.c.id == shard_id)
+                    .values(submission_id=sub_id, array_index=index, job_id=job_id, state=ShardState.SUBMITTED.value)
+                )
+        return sub_id
+
+    # --- folding journals --------------------------------------------------------------
+
+    def journal_offsets(self) -> dict[str, int]:
+        with self.engine.connect() as c:
+            return {r.path: r.offset for r in c.execute(select(journal_offsets))}
+
+    def apply_journal(self, shard_id: int, journal: str, records: Iterable[dict[str, Any]], offset: int) -> None:
+        """Fold one journal's new records and its new offset in one transaction.
+
+        Idempotent: the offset moves with the records, and a record about a file no
+        longer assigned to this shard (repacked by retry since) is ignored.
+        """
+        with self.engine.begin() as c:
+            for rec in records:
+                kind = rec["kind"]
+                if kind == "task_start":
+                    c.execute(
+                        update(shards)
+                        .where(shards.c.id == shard_id, shards.c.state.in_([s.value for s in ACTIVE]))
+                        .values(state=ShardState.RUNNING.value, started_at=rec["time"], host=rec["host"], pid=rec["pid"])
+                    )
+                elif kind == "file_start":
+                    c.execute(
+                        update(files)
+                        .where(files.c.id == rec["file_id"], files.c.shard_id == shard_id,
+                               files.c.state == FileState.PENDING.value)
+                        .values(state=FileState.RUNNING.value, attempts=files.c.attempts + 1, started_at=rec["time"])
+                    )
+                elif kind == "file_end":
+                    c.execute(
+                        update(files)
+                        .where(files.c.id == rec["file_id"], files.c.shard_id == shard_id,
+                               files.c.state.in_([FileState.PENDING.value, FileState.RUNNING.value]))
+                        .values(
+                            state=FileState(rec["state"]).value,
+                            error_class=rec.get("error_class"),
+                            error=rec.get("error"),
+                            finished_at=rec["time"],
+                            seconds=rec.get("seconds", {}).get("total"),
+                            media_seconds=rec.get("facts", {}).get("duration_s"),
+                            outputs=json.dumps(rec.get("outputs", [])),
+                        )
+                    )
+                elif kind == "task_end":
+                    self._end_shard(c, shard_id, f"{rec['reason']}: {rec['detail']}" if rec.get("detail") else rec["reason"],
+                                    rec["time"])
+            values = dict(path=journal, offset=offset)
+            if c.execute(select(journal_offsets.c.path).where(journal_offsets.c.path == journal)).first():
+                c.execute(update(journal_offsets).where(journal_offsets.c.path == journal).values(offset=offset))
+            else:
+                c.execute(insert(journal_offsets).values(**values))
+
+    # --- ending shards -----------------------------------------------------------------
+
+    def active_shards(self) -> list[ShardRow]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(shards, submissions.c.executor)
+                .select_from(shards.outerjoin(submissions))
+                .where(shards.c.state.in_([s.value for s in ACTIVE]))
+                .order_by(shards.c.id)
+            )
+            return [
+                ShardRow(r.id, ShardState(r.state), r.job_id, r.submission_id, r.executor, r.n_files, r.started_at,
+                         r.host, r.pid)
+                for r in rows
+            ]
+
+    def end_shard(self, shard_id: int, reason: str) -> None:
+        """The task is over without (or before) saying so: release its files."""
+        with self.engine.begin() as c:
+            self._end_shard(c, shard_id, reason, time.time())
+
+    @staticmethod
+    def _end_shard(c: Any, shard_id: int, reason: str, when: float) -> None:
+        ended = c.execute(
+            update(shards)
+            .where(shards.c.id == shard_id, shards.c.state != ShardState.ENDED.value)
+            .values(state=ShardState.ENDED.value, ended_at=when, end_reason=reason)
+        ).rowcount
+        if not ended:
+            return
+        # The file in hand when the task ended failed with the task's reason (retryable);
+        # files never reached stay pending, noted with why, for retry to pick up.
+        c.execute(
+            update(files)
+            .where(files.c.shard_id == shard_id, files.c.state == FileState.RUNNING.value)
+            .values(state=FileState.FAILED.value, error_class="TaskEnded",
+                    error=f"the task ended while on this file: {reason}", finished_at=when)
+        )
+        if not reason.startswith("complete"):
+            c.execute(
+                update(files)
+                .where(files.c.shard_id == shard_id, files.c.state == FileState.PENDING.value)
+                .values(error_class="TaskEnded", error=f"not reached: {reason}")
+            )
+
+    # --- retry -------------------------------------------------------------------------
+
+    def retry_candidates(self, max_attempts: int, include_quarantined: bool) -> tuple[list[FileRow], list[FileRow]]:
+        """(files to run again, failed files out of attempts).
+
+        A candidate is not finished and its shard has ended (files of shards not yet
+        submitted are resubmitted as they are); quarantined files only when asked.
+        """
+        states = [FileState.PENDING.value, FileState.RUNNING.value, FileState.FAILED.value]
+        if include_quarantined:
+            states.append(FileState.QUARANTINED.value)
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(files.c.id, files.c.path, files.c.size, files.c.output_name, files.c.state, files.c.attempts)
+                .select_from(files.join(shards, files.c.shard_id == shards.c.id))
+                .where(files.c.state.in_(states), shards.c.state == ShardState.ENDED.value)
+                .order_by(files.c.id)
+            )
+            found = [FileRow(r.id, r.path, r.size, r.output_name, FileState(r.state), r.attempts) for r in rows]
+        retry = [f for f in found if f.state is not FileState.FAILED or f.attempts < max_attempts]
+        exhausted = [f for f in found if f.state is FileState.FAILED and f.attempts >= max_attempts]
+        return retry, exhausted
+
+    # --- reading for status ------------------------------------------------------------
+
+    def counts(self) -> dict[FileState, int]:
+        with self.engine.connect() as c:
+            found = dict(c.execute(select(files.c.state, func.count()).group_by(files.c.state)).all())
+        return {s: found.get(s.value, 0) for s in FileState}
+
+    def shard_counts(self) -> dict[ShardState, int]:
+        with self.engine.connect() as c:
+            found = dict(c.execute(select(shards.c.state, func.count()).group_by(shards.c.state)).all())
+        return {s: found.get(s.value, 0) for s in ShardState}
+
+    def shard_progress(self, limit: int) -> list[dict[str, Any]]:
+        """Active shards first, then the most recent; files finished out of total."""
+        finished = func.sum(files.c.state.in_([s.value for s in FINISHED]).cast(Integer))
+        failed = func.sum((files.c.state == FileState.FAILED.value).cast(Integer))
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(shards.c.id, shards.c.state, shards.c.job_id, shards.c.host, shards.c.end_reason,
+                       shards.c.n_files, finished.label("finished"), failed.label("failed"))
+                .select_from(shards.join(files, files.c.shard_id == shards.c.id))
+                .group_by(shards.c.id)
+                .order_by(shards.c.state.in_([s.value for s in ACTIVE]).desc(), shards.c.id.desc())
+                .limit(limit)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def throughput(self, window_s: float) -> dict[str, float]:
+        """Files and media seconds finished in the last ``window_s`` seconds."""
+        since = time.time() - window_s
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(func.count(), func.coalesce(func.sum(files.c.media_seconds), 0.0),
+                       func.min(files.c.finished_at), func.max(files.c.finished_at))
+                .where(files.c.state.in_([s.value for s in FINISHED]), files.c.finished_at >= since)
+            ).one()
+            remaining_media = c.execute(
+                select(func.count(), func.coalesce(func.sum(files.c.size), 0))
+                .where(files.c.state.not_in([s.value for s in FINISHED]))
+            ).one()
+        return {
+            "files": row[0], "media_seconds": float(row[1]), "first": row[2] or 0.0, "last": row[3] or 0.0,
+            "remaining_files": remaining_media[0],
+        }
+
+    def top_errors(self, limit: int) -> list[tuple[str, int]]:
+        """The most common reasons among failed and quarantined files (first line, trimmed)."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(files.c.error_class, files.c.error)
+                .where(files.c.state.in_([FileState.FAILED.value, FileState.QUARANTINED.value]))
+            )
+            reasons = Counter(f"{cls}: {_reason_key(err)}" for cls, err in rows)
+        return reasons.most_common(limit)
+
+    def files_in(self, states: Sequence[FileState]) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(files).where(files.c.state.in_([s.value for s in states])).order_by(files.c.id))
+            return [dict(r._mapping) for r in rows]
+
+
+def _reason_key(error: str | None) -> str:
+    """Group errors that differ only by the file they name."""
+    line = (error or "").splitlines()[0] if error else ""
+    return line.split(": ", 1)[1][:120] if line.startswith("/") and ": " in line else line[:120]

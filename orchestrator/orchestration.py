@@ -1,0 +1,198 @@
+"""What the commands do: submit, reconcile (fold journals, notice dead tasks), retry, wait.
+
+Each function takes a validated JobConfig and works through the Manifest and an
+Executor; the CLI only parses arguments and prints what these return.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from orchestrator.executor import Executor, TaskState, make_executor
+from orchestrator.inputs import scan_inputs
+from orchestrator.manifest import FileRow, InputFile, Manifest
+from orchestrator.sharding import plan_shards
+from tvseg.config import JobConfig
+from tvseg.errors import ExecutorError
+from tvseg.journal import JOURNALS_DIR, read_heartbeat, read_records, shard_dir
+from tvseg.states import FileState, ShardState
+from worker.task import ShardTask, TaskFile
+
+_SHARD_DIR = re.compile(r"shard-(\d+)$")
+
+
+@dataclass(frozen=True)
+class SubmitPlan:
+    known: int  # inputs already in the manifest (not submitted again)
+    new_files: int
+    new_bytes: int
+    shards: list[list[InputFile]]
+    resubmit: list[int] = field(default_factory=list)  # shards an earlier submit left unsubmitted
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    files: list[FileRow]
+    exhausted: list[FileRow]  # failed and out of attempts: left alone
+    shards: list[list[FileRow]]
+    resubmit: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    shard_ids: list[int]
+    job_ids: list[str]
+
+
+def open_manifest(config: JobConfig, create: bool = False) -> Manifest:
+    return Manifest(config.manifest_path, create=create)
+
+
+# --- submit ------------------------------------------------------------------------------
+
+
+def plan_submit(config: JobConfig) -> SubmitPlan:
+    """Scan the inputs and shard what the manifest does not know yet.  Writes nothing."""
+    inputs = scan_inputs(config)
+    known: set[str] = set()
+    resubmit: list[int] = []
+    if config.manifest_path.exists():
+        manifest = open_manifest(config)
+        try:
+            known = manifest.known_paths()
+            resubmit = manifest.created_shards()
+        finally:
+            manifest.close()
+    new = [f for f in inputs if f.path not in known]
+    shards = plan_shards(new, lambda f: f.size, lambda f: f.path,
+                         config.sharding.files_per_shard, config.sharding.bytes_per_shard)
+    return SubmitPlan(known=len(inputs) - len(new), new_files=len(new), new_bytes=sum(f.size for f in new),
+                      shards=shards, resubmit=resubmit)
+
+
+def submit(config: JobConfig, plan: SubmitPlan, executor: Executor | None = None) -> Submitted:
+    """Record the plan's new shards, then submit them (and any left unsubmitted) as one array."""
+    executor = executor or make_executor(config)
+    manifest = open_manifest(config, create=True)
+    try:
+        new_ids = manifest.add_shards(plan.shards) if plan.shards else []
+        return _submit_shards(config, manifest, executor, [*plan.resubmit, *new_ids], kind="submit")
+    finally:
+        manifest.close()
+
+
+def _submit_shards(config: JobConfig, manifest: Manifest, executor: Executor, shard_ids: Sequence[int],
+                   kind: str) -> Submitted:
+    if not shard_ids:
+        return Submitted([], [])
+    tasks = [
+        ShardTask(
+            shard_id=shard_id,
+            workdir=str(config.workdir),
+            files=tuple(TaskFile(f.id, f.path, f.size, f.output_name) for f in manifest.shard_files(shard_id)),
+            worker=config.worker,
+        )
+        for shard_id in shard_ids
+    ]
+    try:
+        job_ids = executor.submit(tasks)
+    except ExecutorError as exc:
+        raise ExecutorError(f"{exc}\n{len(shard_ids)} shard(s) stay unsubmitted in the manifest; "
+                            f"'orchestrate submit' or 'orchestrate retry' submits them again") from exc
+    manifest.record_submission(kind, executor.name, shard_ids, job_ids, executor.resources())
+    return Submitted(list(shard_ids), job_ids)
+
+
+# --- reconcile ---------------------------------------------------------------------------
+
+
+def reconcile(config: JobConfig, manifest: Manifest, executor: Executor | None = None) -> None:
+    """Bring the manifest up to date: fold new journal records, end tasks that died.
+
+    The executor is asked first, the journals read second: a task seen dead has
+    written all it ever will, so its journal is complete when folded.
+    """
+    executor = executor or make_executor(config)
+    active = manifest.active_shards()
+    states: dict[str, TaskState] = {}
+    own = [s.job_id for s in active if s.job_id and s.executor == executor.name]
+    if own:
+        states = executor.states(own)
+    fold_journals(config.workdir, manifest)
+    stale_after = max(5 * config.worker.heartbeat_seconds, 30.0)
+    now = time.time()
+    for shard in manifest.active_shards():
+        state = states.get(shard.job_id or "")
+        if state is not None and state.terminal:
+            detail = f": {state.reason}" if state.reason else ""
+            manifest.end_shard(shard.id, f"{state.state}{detail}")
+        elif shard.state is ShardState.RUNNING and (state is None or state.state == "UNKNOWN"):
+            beat = read_heartbeat(shard_dir(config.workdir, shard.id))
+            last = beat.time if beat else (shard.started_at or now)
+            if now - last > stale_after:
+                manifest.end_shard(shard.id, f"LOST: no heartbeat for {now - last:.0f} s")
+
+
+def fold_journals(workdir: Path, manifest: Manifest) -> int:
+    """Apply every journal's records past the stored offset; returns records applied."""
+    root = workdir / JOURNALS_DIR
+    if not root.is_dir():
+        return 0
+    offsets = manifest.journal_offsets()
+    applied = 0
+    for directory in sorted(root.iterdir(), key=lambda p: p.name):
+        match = _SHARD_DIR.match(directory.name)
+        if not match:
+            continue
+        shard_id = int(match.group(1))
+        for path in sorted(directory.glob("attempt-*.jsonl"), key=lambda p: int(p.stem.split("-")[1])):
+            key = f"{directory.name}/{path.name}"
+            offset = offsets.get(key, 0)
+            if path.stat().st_size <= offset:
+                continue
+            records, new_offset = read_records(path, offset)
+            if new_offset != offset:
+                manifest.apply_journal(shard_id, key, records, new_offset)
+                applied += len(records)
+    return applied
+
+
+# --- retry -------------------------------------------------------------------------------
+
+
+def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool) -> RetryPlan:
+    files, exhausted = manifest.retry_candidates(config.worker.max_attempts, include_quarantined)
+    shards = plan_shards(files, lambda f: f.size, lambda f: f.path,
+                         config.sharding.files_per_shard, config.sharding.bytes_per_shard)
+    return RetryPlan(files=files, exhausted=exhausted, shards=shards, resubmit=manifest.created_shards())
+
+
+def retry(config: JobConfig, manifest: Manifest, plan: RetryPlan, executor: Executor | None = None) -> Submitted:
+    executor = executor or make_executor(config)
+    new_ids = manifest.reshard([[f.id for f in group] for group in plan.shards]) if plan.shards else []
+    return _submit_shards(config, manifest, executor, [*plan.resubmit, *new_ids], kind="retry")
+
+
+# --- wait --------------------------------------------------------------------------------
+
+
+def wait(config: JobConfig, manifest: Manifest, on_progress: Callable[[dict[FileState, int]], None],
+         poll_seconds: float = 2.0, executor: Executor | None = None) -> dict[FileState, int]:
+    """Reconcile until no shard is active; returns the final counts by state."""
+    executor = executor or make_executor(config)
+    while True:
+        reconcile(config, manifest, executor)
+        counts = manifest.counts()
+        on_progress(counts)
+        if not manifest.active_shards():
+            return counts
+        time.sleep(poll_seconds)
+
+
+def all_done(counts: dict[FileState, int]) -> bool:
+    """Every file is done: the exit-0 condition of a wait."""
+    return sum(counts.values()) == counts[FileState.DONE]

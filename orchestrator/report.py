@@ -1,0 +1,85 @@
+"""What `status` shows: a snapshot of the manifest as a dict (for --json) and as rich tables."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from orchestrator.manifest import Manifest
+from tvseg.states import FINISHED, FileState, ShardState
+
+THROUGHPUT_WINDOW_S = 3600.0
+SHARD_ROWS = 15
+ERROR_ROWS = 5
+
+
+def snapshot(manifest: Manifest) -> dict[str, Any]:
+    """Counts by state, shard progress, throughput over the last hour, ETA, top errors."""
+    counts = manifest.counts()
+    total = sum(counts.values())
+    flow = manifest.throughput(THROUGHPUT_WINDOW_S)
+    span = max(flow["last"] - flow["first"], 0.0)
+    # Over the window, or since the first file finished if that is more recent.
+    elapsed = min(THROUGHPUT_WINDOW_S, max(span, time.time() - flow["first"])) if flow["files"] else 0.0
+    files_per_hour = flow["files"] / elapsed * 3600 if elapsed > 0 else 0.0
+    media_hours_per_hour = flow["media_seconds"] / elapsed if elapsed > 0 else 0.0
+    remaining = flow["remaining_files"]
+    return {
+        "total": total,
+        "files": {s.value: counts[s] for s in FileState},
+        "finished": sum(counts[s] for s in FINISHED),
+        "shards": {s.value: n for s, n in manifest.shard_counts().items()},
+        "throughput": {"files_per_hour": round(files_per_hour, 2), "media_hours_per_hour": round(media_hours_per_hour, 3)},
+        "eta_seconds": round(remaining / files_per_hour * 3600) if files_per_hour and remaining else None,
+        "errors": [{"reason": reason, "files": n} for reason, n in manifest.top_errors(ERROR_ROWS)],
+        "shard_progress": manifest.shard_progress(SHARD_ROWS),
+    }
+
+
+_STATE_STYLE = {
+    FileState.PENDING: "white", FileState.RUNNING: "cyan", FileState.DONE: "green",
+    FileState.FAILED: "red", FileState.QUARANTINED: "yellow",
+}
+
+
+def render(snap: dict[str, Any], title: str) -> Group:
+    states = Table(title=f"{title}: {snap['finished']}/{snap['total']} finished", title_justify="left")
+    for state in FileState:
+        states.add_column(state.value, justify="right", style=_STATE_STYLE[state])
+    states.add_column("total", justify="right", style="bold")
+    states.add_row(*(str(snap["files"][s.value]) for s in FileState), str(snap["total"]))
+
+    flow = snap["throughput"]
+    eta = snap["eta_seconds"]
+    speed = Table.grid(padding=(0, 2))
+    speed.add_row("throughput", f"{flow['files_per_hour']:.1f} files/h", f"{flow['media_hours_per_hour']:.2f} media h/h")
+    speed.add_row("ETA", _duration(eta) if eta is not None else "-",
+                  "shards: " + ", ".join(f"{n} {s}" for s, n in snap["shards"].items() if n))
+
+    shards = Table(title="shards (active first)", title_justify="left")
+    for name in ("shard", "state", "job", "host", "finished", "failed", "note"):
+        shards.add_column(name, justify="right" if name in ("shard", "finished", "failed") else "left")
+    for row in snap["shard_progress"]:
+        shards.add_row(str(row["id"]), row["state"], row["job_id"] or "-", row["host"] or "-",
+                       f"{row['finished']}/{row['n_files']}", str(row["failed"]),
+                       "" if row["state"] != ShardState.ENDED.value else (row["end_reason"] or "")[:60])
+
+    parts: list[Any] = [states, speed, shards]
+    if snap["errors"]:
+        errors = Table(title="most common errors", title_justify="left")
+        errors.add_column("files", justify="right")
+        errors.add_column("reason")
+        for item in snap["errors"]:
+            errors.add_row(str(item["files"]), item["reason"])
+        parts.append(errors)
+    return Group(*parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

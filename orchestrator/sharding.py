@@ -1,0 +1,43 @@
+"""Packing files into shards: balanced by bytes (a cheap stand-in for duration), deterministic."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def plan_shards(
+    items: Sequence[T],
+    size: Callable[[T], int],
+    key: Callable[[T], str],
+    files_per_shard: int | None,
+    bytes_per_shard: int | None,
+) -> list[list[T]]:
+    """Split ``items`` into the fewest shards that meet both targets, balanced by bytes.
+
+    Largest first into the lightest shard (LPT), ties broken by ``key``, so the same
+    inputs always give the same shards.  No shard holds more than ``files_per_shard``.
+    Within a shard, files keep ``key`` order.
+    """
+    if not items:
+        return []
+    total = sum(size(i) for i in items)
+    n = 1
+    if files_per_shard:
+        n = max(n, math.ceil(len(items) / files_per_shard))
+    if bytes_per_shard:
+        n = max(n, math.ceil(total / bytes_per_shard))
+    n = min(n, len(items))
+    cap = files_per_shard or len(items)
+    heap = [(0, 0, index) for index in range(n)]  # (bytes, count, shard index)
+    shards: list[list[T]] = [[] for _ in range(n)]
+    for item in sorted(items, key=lambda i: (-size(i), key(i))):
+        load, count, index = heapq.heappop(heap)
+        while count >= cap:  # a full shard leaves the heap for good; n * cap >= len(items)
+            load, count, index = heapq.heappop(heap)
+        shards[index].append(item)
+        heapq.heappush(heap, (load + size(item), count + 1, index))
+    return [sorted(s, key=key) for s in shards if s]

@@ -1,0 +1,7 @@
+"""tvseg: the contract shared by the orchestrator (login node) and the worker (compute node).
+
+Only light modules live here: errors, states, the jobs.yaml schema and the journal
+format.  Nothing in this package imports TensorFlow, SQLAlchemy or submitit.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""Journals: how a worker reports, without touching the database.
+
+Compute nodes share a network filesystem where SQLite locking is unreliable, so a
+worker never opens the manifest.  Each array-task attempt appends JSON lines to its
+own journal file (flushed and fsync'd per record) and rewrites a small heartbeat
+file; the orchestrator folds journals into the manifest, idempotently, by byte
+offset.
+
+Layout under <workdir>/journals/::
+
+    shard-<id>/attempt-<n>.jsonl   one per task attempt (a requeue is a new attempt)
+    shard-<id>/heartbeat.json      {"host", "pid", "time", "journal"}, rewritten atomically
+
+Record kinds (every record has "kind" and "time")::
+
+    task_start  shard, attempt, host, pid, job_id, skipped (file ids settled earlier)
+    file_start  file_id
+    file_end    file_id, state (done|failed|quarantined), error_class, error,
+                outputs, facts, seconds {"stage": s, "total": s}
+    task_end    reason (complete|stopped|error), detail
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+JOURNALS_DIR = "journals"
+
+
+def shard_dir(workdir: Path, shard_id: int) -> Path:
+    return workdir / JOURNALS_DIR / f"shard-{shard_id}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write so that a reader sees the old content or the new, never half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class JournalWriter:
+    """Append-only, one record per line, each made durable before the call returns."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        attempt = 0
+        while True:  # O_EXCL: two attempts never share a journal, even after a requeue race
+            path = directory / f"attempt-{attempt}.jsonl"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+                break
+            except FileExistsError:
+                attempt += 1
+        self.attempt = attempt
+        self.path = path
+        self._fh = os.fdopen(fd, "a", encoding="utf-8")
+
+    def write(self, kind: str, **fields: Any) -> None:
+        record = {"kind": kind, "time": time.time(), **fields}
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def heartbeat(self) -> None:
+        beat = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "journal": self.path.name}
+        atomic_write_text(self.directory / "heartbeat.json", json.dumps(beat))
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_records(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete records after byte ``offset``, and the offset after the last of them.
+
+    A trailing line without its newline (a writer killed mid-write) is left unread.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    records = []
+    for line in data[:end].splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn line from a crash, completed by garbage: skip, never stall
+    return records, offset + end
+
+
+def journals(directory: Path) -> Iterator[Path]:
+    """The attempt journals of one shard, oldest first."""
+    return iter(sorted(directory.glob("attempt-*.jsonl"), key=lambda p: int(p.stem.split("-")[1])))
+
+
+def settled_in_earlier_attempts(directory: Path) -> set[int]:
+    """File ids that an earlier attempt of this shard already recorded an end for."""
+    settled: set[int] = set()
+    for path in journals(directory):
+        records, _ = read_records(path)
+        settled.update(r["file_id"] for r in records if r["kind"] == "file_end")
+    return settled
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    host: str
+    pid: int
+    time: float
+    journal: str
+
+
+def read_heartbeat(directory: Path) -> Heartbeat | None:
+    try:
+        data = json.loads((directory / "heartbeat.json").read_text(encoding="utf-8"))
+        return Heartbeat(host=data["host"], pid=int(data["pid"]), time=float(data["time"]), journal=data["journal"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
