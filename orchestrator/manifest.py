@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 
-from tvseg.errors import ManifestError
+from tvseg.errors import ManifestError, UsageError
 from tvseg.states import ACTIVE, FINISHED, FileState, ShardState
 
 SCHEMA_VERSION = 1
@@ -140,7 +140,7 @@ def output_name(path: str) -> str:
 class Manifest:
     def __init__(self, path: Path, create: bool = False) -> None:
         if not create and not path.exists():
-            raise ManifestError(f"no manifest at {path}: run 'orchestrate submit' first")
+            raise UsageError(f"no manifest at {path}: run 'orchestrate submit' first")
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         # The database lives on the login node's view of the workdir; a generous busy
