@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import (
+    bindparam,
+    or_,
     Column,
     Float,
     ForeignKey,
@@ -264,48 +266,53 @@ class Manifest:
     def apply_journal(self, shard_id: int, journal: str, records: Iterable[dict[str, Any]], offset: int) -> None:
         """Fold one journal's new records and its new offset in one transaction.
 
-        Idempotent: the offset moves with the records, and a record about a file no
-        longer assigned to this shard (repacked by retry since) is ignored.
+        Idempotent: the offset moves with the records, a file only moves forward
+        (pending -> running -> settled), and a record about a file no longer assigned
+        to this shard (repacked by retry since) is ignored.  Records of one kind are
+        applied together (executemany); within a journal a file's start precedes its
+        end, so the outcome is that of applying them in order.
         """
+        by_kind: dict[str, list[dict[str, Any]]] = {"task_start": [], "file_start": [], "file_end": [], "task_end": []}
+        for rec in records:
+            by_kind[rec["kind"]].append(rec)
+        open_states = [FileState.PENDING.value, FileState.RUNNING.value]
         with self.engine.begin() as c:
-            for rec in records:
-                kind = rec["kind"]
-                if kind == "task_start":
-                    c.execute(
-                        update(shards)
-                        .where(shards.c.id == shard_id, shards.c.state.in_([s.value for s in ACTIVE]))
-                        .values(state=ShardState.RUNNING.value, started_at=rec["time"], host=rec["host"], pid=rec["pid"])
-                    )
-                elif kind == "file_start":
-                    c.execute(
-                        update(files)
-                        .where(files.c.id == rec["file_id"], files.c.shard_id == shard_id,
-                               files.c.state == FileState.PENDING.value)
-                        .values(state=FileState.RUNNING.value, attempts=files.c.attempts + 1, started_at=rec["time"])
-                    )
-                elif kind == "file_end":
-                    c.execute(
-                        update(files)
-                        .where(files.c.id == rec["file_id"], files.c.shard_id == shard_id,
-                               files.c.state.in_([FileState.PENDING.value, FileState.RUNNING.value]))
-                        .values(
-                            state=FileState(rec["state"]).value,
-                            error_class=rec.get("error_class"),
-                            error=rec.get("error"),
-                            finished_at=rec["time"],
-                            seconds=rec.get("seconds", {}).get("total"),
-                            media_seconds=rec.get("facts", {}).get("duration_s"),
-                            outputs=json.dumps(rec.get("outputs", [])),
-                        )
-                    )
-                elif kind == "task_end":
-                    self._end_shard(c, shard_id, f"{rec['reason']}: {rec['detail']}" if rec.get("detail") else rec["reason"],
-                                    rec["time"])
-            values = dict(path=journal, offset=offset)
+            for rec in by_kind["task_start"]:
+                c.execute(
+                    update(shards)
+                    .where(shards.c.id == shard_id, shards.c.state.in_([s.value for s in ACTIVE]))
+                    .values(state=ShardState.RUNNING.value, started_at=rec["time"], host=rec["host"], pid=rec["pid"])
+                )
+            if by_kind["file_start"]:
+                c.execute(
+                    update(files)
+                    .where(files.c.id == bindparam("fid"), files.c.shard_id == shard_id,
+                           files.c.state == FileState.PENDING.value)
+                    .values(state=FileState.RUNNING.value, attempts=files.c.attempts + 1, started_at=bindparam("t")),
+                    [{"fid": r["file_id"], "t": r["time"]} for r in by_kind["file_start"]],
+                )
+            if by_kind["file_end"]:
+                c.execute(
+                    update(files)
+                    .where(files.c.id == bindparam("fid"), files.c.shard_id == shard_id,
+                           or_(*(files.c.state == st for st in open_states)))  # IN cannot executemany
+                    .values(state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"),
+                            finished_at=bindparam("t"), seconds=bindparam("sec"), media_seconds=bindparam("media"),
+                            outputs=bindparam("out")),
+                    [
+                        {"fid": r["file_id"], "st": FileState(r["state"]).value, "ec": r.get("error_class"),
+                         "err": r.get("error"), "t": r["time"], "sec": r.get("seconds", {}).get("total"),
+                         "media": r.get("facts", {}).get("duration_s"), "out": json.dumps(r.get("outputs", []))}
+                        for r in by_kind["file_end"]
+                    ],
+                )
+            for rec in by_kind["task_end"]:
+                reason = f"{rec['reason']}: {rec['detail']}" if rec.get("detail") else rec["reason"]
+                self._end_shard(c, shard_id, reason, rec["time"])
             if c.execute(select(journal_offsets.c.path).where(journal_offsets.c.path == journal)).first():
                 c.execute(update(journal_offsets).where(journal_offsets.c.path == journal).values(offset=offset))
             else:
-                c.execute(insert(journal_offsets).values(**values))
+                c.execute(insert(journal_offsets).values(path=journal, offset=offset))
 
     # --- ending shards -----------------------------------------------------------------
 
