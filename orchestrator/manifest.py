@@ -34,7 +34,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError
 
 from tvseg.errors import ManifestError, UsageError
 from tvseg.states import ACTIVE, FINISHED, FileState, ShardState
@@ -164,7 +164,7 @@ class Manifest:
                         c.execute(insert(meta).values(key="schema", value=str(SCHEMA_VERSION)))
             with self.engine.connect() as c:
                 version = c.execute(select(meta.c.value).where(meta.c.key == "schema")).scalar()
-        except OperationalError as exc:
+        except DatabaseError as exc:
             raise ManifestError(f"{path}: cannot open the manifest: {exc.orig}") from None
         if version != str(SCHEMA_VERSION):
             raise ManifestError(f"{path}: manifest schema {version}, this tvseg reads {SCHEMA_VERSION}")

@@ -1,0 +1,43 @@
+"""CLI behaviour that is not about a run: imports, internal errors, usage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import write_jobs
+
+
+def test_orchestrator_never_imports_tensorflow(tmp_path, make_clips):
+    make_clips(tmp_path / "media", 3)
+    jobs = write_jobs(tmp_path)
+    code = (
+        "import sys\n"
+        "from orchestrator.cli import main\n"
+        f"assert main(['submit', {str(jobs)!r}, '--wait']) == 0\n"
+        f"assert main(['status', {str(jobs)!r}]) == 0\n"
+        f"assert main(['retry', {str(jobs)!r}, '--dry-run']) == 0\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'inaSpeechSegmenter'))\n"
+        "print(heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_corrupt_manifest_is_a_message_not_a_traceback(tmp_path, cli, make_clips):
+    make_clips(tmp_path / "media", 1)
+    jobs = write_jobs(tmp_path)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "manifest.sqlite").write_bytes(b"this is not a database" * 100)
+    run = cli("status", jobs)
+    assert run.code == 1
+    assert run.err.replace("\n", "") == (
+        f"error: {tmp_path}/work/manifest.sqlite: cannot open the manifest: file is not a database"
+    )
+
+
+def test_bad_usage_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "submit", "--bogus"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --bogus" in proc.stderr
