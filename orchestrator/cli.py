@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from orchestrator import orchestration, report
 from orchestrator.config import load_config
-from tvseg.errors import ExitCode, TvsegError
+from tvseg.config import parse_slurm_mem, parse_slurm_time
+from tvseg.errors import ExitCode, TvsegError, UsageError
 from tvseg.states import FileState
 
 DEFAULT_JOBS = "jobs.yaml"
@@ -27,8 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrate", description="Run the TV segmentation pipeline over many recordings.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, *first: tuple[str, dict]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        for arg, options in first:  # positionals that come before JOBS_YAML
+            p.add_argument(arg, **options)
         p.add_argument("jobs", nargs="?", default=DEFAULT_JOBS, metavar="JOBS_YAML",
                        help=f"the job description (default: ./{DEFAULT_JOBS})")
         return p
@@ -46,7 +50,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show the plan; change and submit nothing")
     p.add_argument("--wait", action="store_true", help="block with a progress bar until every file is settled")
     p.add_argument("--include-quarantined", action="store_true", help="also retry files quarantined as bad input")
+    p.add_argument("--mem", type=_slurm_value(parse_slurm_mem), metavar="MEM",
+                   help="SLURM memory per task for this retry, e.g. 32G (default: slurm.mem, raised by "
+                        "slurm.grow-factor up to slurm.max-mem after tasks killed for memory)")
+    p.add_argument("--time", type=_slurm_value(parse_slurm_time), metavar="TIME",
+                   help="SLURM time limit for this retry, e.g. 08:00:00 (default: slurm.time, raised by "
+                        "slurm.grow-factor up to slurm.max-time after tasks that timed out)")
+
+    p = command("models", "Fill (fetch) or check (verify) the segmenter's model folder, by sha256.",
+                ("action", {"choices": ["fetch", "verify"], "help": "fetch: fill the folder; verify: check it"}))
+    p.add_argument("--dir", type=Path, help="the model folder (default: stage_settings.segment.model_dir of JOBS_YAML)")
+
+    command("cancel", "Cancel the run's queued and running tasks; their unfinished files go back to pending.")
     return parser
+
+
+def _slurm_value(parse):
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return check
+
+
+def _warn(message: str) -> None:
+    Console(stderr=True, highlight=False).print(f"[bold yellow]warning:[/] {escape(message)}", markup=True,
+                                                soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,16 +86,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
     try:
+        if args.command == "models" and args.dir is not None:
+            return int(_models(None, args, out))  # a folder given: no jobs.yaml needed
         config = load_config(Path(args.jobs))
         return int(_COMMANDS[args.command](config, args, out))
     except TvsegError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - an internal error gets a message, not a traceback
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", markup=True, soft_wrap=True)
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", markup=True,
+                  soft_wrap=True)
         return int(ExitCode.INTERNAL)
 
 
@@ -88,7 +123,8 @@ def _status(config, args, out: Console) -> ExitCode:
     manifest = orchestration.open_manifest(config)
     try:
         while True:
-            orchestration.reconcile(config, manifest)
+            for message in orchestration.reconcile(config, manifest):
+                _warn(message)
             snap = report.snapshot(manifest)
             if args.json:
                 print(json.dumps(snap, default=str))
@@ -104,10 +140,13 @@ def _status(config, args, out: Console) -> ExitCode:
 
 
 def _retry(config, args, out: Console) -> ExitCode:
+    if args.time is not None and parse_slurm_time(args.time) <= config.slurm.signal_delay:
+        raise UsageError(f"--time {args.time} is not longer than slurm.signal-delay ({config.slurm.signal_delay} s)")
     manifest = orchestration.open_manifest(config)
     try:
-        orchestration.reconcile(config, manifest)
-        plan = orchestration.plan_retry(config, manifest, args.include_quarantined)
+        for message in orchestration.reconcile(config, manifest):
+            _warn(message)
+        plan = orchestration.plan_retry(config, manifest, args.include_quarantined, args.mem, args.time)
         by_state: dict[str, int] = {}
         for f in plan.files:
             by_state[f.state.value] = by_state.get(f.state.value, 0) + 1
@@ -117,6 +156,10 @@ def _retry(config, args, out: Console) -> ExitCode:
         if plan.exhausted:
             out.print(f"{len(plan.exhausted)} failed file(s) have used all {config.worker.max_attempts} attempts "
                       "and are left alone (raise worker.max_attempts to try them again)")
+        for note in plan.notes:
+            out.print(note, markup=False)
+        if plan.mem or plan.time:
+            out.print(f"this retry asks for mem={plan.mem or config.slurm.mem} time={plan.time or config.slurm.time}")
         if args.dry_run:
             for f in plan.files:
                 out.print(f"  {f.state.value:<11} attempts={f.attempts} {f.path}", markup=False)
@@ -146,7 +189,14 @@ def _wait(config, out: Console) -> ExitCode:
                 detail = " ".join(f"{s.value}={n}" for s, n in counts.items() if n)
                 progress.update(bar, total=sum(counts.values()), completed=settled, detail=detail)
 
-            counts = orchestration.wait(config, manifest, show)
+            warned: set[str] = set()
+
+            def warn(message: str) -> None:
+                if message not in warned:
+                    warned.add(message)
+                    _warn(message)
+
+            counts = orchestration.wait(config, manifest, show, on_warning=warn)
     finally:
         manifest.close()
     out.print(" ".join(f"{s.value}={n}" for s, n in counts.items()))
@@ -158,7 +208,40 @@ def _job_summary(job_ids: Sequence[str]) -> str:
     return ", ".join(arrays) if len(arrays) <= 5 else f"{', '.join(arrays[:5])}, ... ({len(arrays)} jobs)"
 
 
-_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry}
+def _cancel(config, args, out: Console) -> ExitCode:
+    manifest = orchestration.open_manifest(config)
+    try:
+        for message in orchestration.reconcile(config, manifest):
+            _warn(message)
+        cancelled = orchestration.cancel(config, manifest)
+    finally:
+        manifest.close()
+    if cancelled:
+        out.print(f"{config.name}: cancelled {len(cancelled)} task(s); their unfinished files are pending again "
+                  "('orchestrate retry' runs them)")
+    else:
+        out.print(f"{config.name}: no queued or running task to cancel")
+    return ExitCode.OK
+
+
+def _models(config, args, out: Console) -> ExitCode:
+    from worker.models import fetch_models, verify_model_dir  # noqa: PLC0415 - pip and hashlib only
+
+    folder = args.dir
+    if folder is None:
+        segment = config.worker.stage_settings.get("segment")
+        if segment is None:
+            raise UsageError(f"{config.source}: worker.stages has no 'segment' stage, so no model_dir; use --dir")
+        folder = Path(segment.model_dir)
+    if args.action == "fetch":
+        fetch_models(folder)
+    for name, digest in verify_model_dir(folder).items():
+        out.print(f"{digest}  {folder / name}", markup=False, soft_wrap=True)
+    out.print(f"model folder {folder}: every file matches its sha256", markup=False, soft_wrap=True)
+    return ExitCode.OK
+
+
+_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry, "models": _models, "cancel": _cancel}
 
 
 if __name__ == "__main__":

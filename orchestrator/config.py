@@ -14,7 +14,16 @@ from typing import Any, Callable
 
 import yaml
 
-from tvseg.config import EXECUTORS, JobConfig, ShardingConfig, SlurmConfig, WorkerConfig, parse_size
+from tvseg.config import (
+    EXECUTORS,
+    JobConfig,
+    ShardingConfig,
+    SlurmConfig,
+    WorkerConfig,
+    parse_size,
+    parse_slurm_mem,
+    parse_slurm_time,
+)
 from tvseg.errors import ConfigError
 from worker.stages import stage_class, stage_names
 
@@ -55,6 +64,16 @@ class _Reader:
             return convert(value)
         except (TypeError, ValueError) as exc:
             raise self.fail(node, key, f"expected {kind}, got {value!r}" + (f" ({exc})" if str(exc) else "")) from None
+
+    def text(self, node: yaml.Node, key: str, kind: str, convert: Callable[[str], Any]) -> Any:
+        """A scalar as written, not as YAML reads it (YAML 1.1 reads 04:00:00 as 14400)."""
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, key, f"expected {kind}")
+        try:
+            return convert(str(node.value))
+        except ValueError as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            raise self.fail(node, key, f"expected {kind}, got {node.value!r}{detail}") from None
 
     def strings(self, node: yaml.Node, key: str) -> tuple[str, ...]:
         if isinstance(node, yaml.ScalarNode):
@@ -98,6 +117,33 @@ def _number(v: Any) -> float:
     return float(v)
 
 
+def _above_one(v: Any) -> float:
+    v = _number(v)
+    if v <= 1:
+        raise ValueError("must be more than 1")
+    return v
+
+
+def _sbatch_value(v: Any) -> str:
+    v = _str(v)
+    if "\n" in v or "\r" in v:
+        raise ValueError("a line break cannot go into an sbatch option")
+    if '"' in v and "'" in v:
+        raise ValueError("sbatch cannot take a value with both kinds of quote")
+    return v
+
+
+def _slurm_time(v: str) -> str:
+    parse_slurm_time(v)
+    return v
+
+
+def _slurm_mem(v: Any) -> str:
+    v = _str(v)
+    parse_slurm_mem(v)
+    return v
+
+
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError("")
@@ -114,16 +160,21 @@ def _size(v: Any) -> int:
 
 
 _SLURM_KEYS = {
-    "partition": ("a string", _str),
-    "time": ("a SLURM time like 04:00:00", _str),
-    "mem": ("a SLURM memory like 16G", _str),
+    "partition": ("a string", _sbatch_value),
+    "time": ("a SLURM time like 04:00:00", _slurm_time),
+    "mem": ("a SLURM memory like 16G", _slurm_mem),
     "cpus-per-task": ("a positive integer", _positive),
     "gpus": ("a non-negative integer", _nonneg),
-    "account": ("a string", _str),
-    "qos": ("a string", _str),
-    "constraint": ("a string", _str),
+    "account": ("a string", _sbatch_value),
+    "qos": ("a string", _sbatch_value),
+    "constraint": ("a string", _sbatch_value),
     "array-parallelism": ("a positive integer", _positive),
+    "max-mem": ("a SLURM memory like 64G", _slurm_mem),
+    "max-time": ("a SLURM time like 1-00:00:00", _slurm_time),
+    "grow-factor": ("a number above 1", _above_one),
+    "signal-delay": ("a positive number of seconds", _positive),
 }
+_SLURM_TIME_KEYS = ("time", "max-time")
 _WORKER_KEYS = {
     "queue_depth": ("a positive integer", _positive),
     "scratch_dir": ("a path", _str),
@@ -202,8 +253,12 @@ def load_config(path: str | os.PathLike[str]) -> JobConfig:
             if not isinstance(enode, yaml.MappingNode):
                 raise r.fail(enode, "slurm.extra-sbatch", "expected a mapping of sbatch option names to values")
             for k, v in enode.value:
-                extra[str(k.value)] = r.typed(v, f"slurm.extra-sbatch.{k.value}", "a string", _str)
+                extra[str(k.value)] = r.typed(v, f"slurm.extra-sbatch.{k.value}", "a string", _sbatch_value)
+        for key in _SLURM_TIME_KEYS:
+            if values.get(key) is not None:
+                values[key] = r.text(entries[key][1], f"slurm.{key}", _SLURM_KEYS[key][0], _slurm_time)
         slurm = SlurmConfig(**{k.replace("-", "_"): v for k, v in values.items()}, extra_sbatch=extra)
+        _check_slurm(r, slurm, entries)
 
     worker = _worker(r, top)
     return JobConfig(
@@ -217,6 +272,22 @@ def load_config(path: str | os.PathLike[str]) -> JobConfig:
         slurm=slurm,
         worker=worker,
     )
+
+
+def _check_slurm(r: _Reader, slurm: SlurmConfig, entries: dict[str, tuple[yaml.Node, yaml.Node]]) -> None:
+    """What holds between slurm keys: caps not below the values, the warning inside the limit."""
+    def node(key: str) -> yaml.Node | None:
+        return entries[key][1] if key in entries else None
+
+    time_s = parse_slurm_time(slurm.time)
+    if slurm.signal_delay >= time_s:
+        key = "signal-delay" if "signal-delay" in entries else "time"
+        raise r.fail(node(key), f"slurm.{key}", f"slurm.signal-delay ({slurm.signal_delay} s) must be shorter than "
+                     f"the time limit ({slurm.time} = {time_s} s)")
+    if slurm.max_mem is not None and parse_slurm_mem(slurm.max_mem) < parse_slurm_mem(slurm.mem):
+        raise r.fail(node("max-mem"), "slurm.max-mem", f"{slurm.max_mem} is below slurm.mem ({slurm.mem})")
+    if slurm.max_time is not None and parse_slurm_time(slurm.max_time) < time_s:
+        raise r.fail(node("max-time"), "slurm.max-time", f"{slurm.max_time} is below slurm.time ({slurm.time})")
 
 
 def _section(r: _Reader, node: yaml.Node, key: str, schema: dict, extra: list[str] = ()) -> dict[str, Any]:
@@ -283,7 +354,10 @@ def _stage_settings(r: _Reader, cls: type, stage: str, node: yaml.Node | None) -
     for name, f in fields.items():  # relative path defaults resolve against the YAML's folder too
         if name not in values and f.metadata.get("path") and isinstance(f.default, str):
             values[name] = str(r.base / f.default)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:  # the stage's own checks across its settings
+        raise r.fail(node, key, str(exc)) from None
 
 
 def _kind_of(f: dataclasses.Field) -> str:

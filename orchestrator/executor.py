@@ -34,11 +34,15 @@ class TaskState:
 class Executor(Protocol):
     name: str
 
-    def submit(self, tasks: Sequence[ShardTask]) -> list[str]:
-        """Start the tasks as one array; one job id per task, in order."""
+    def submit(self, tasks: Sequence[ShardTask], label: str) -> list[str]:
+        """Start the tasks as one array (or as few as the scheduler allows) named after ``label``;
+        one job id per task, in order.  All or nothing: on ExecutorError no task was left queued."""
 
     def states(self, job_ids: Sequence[str]) -> dict[str, TaskState]:
-        """The state of each task, in one batched query; unknown ids are left out."""
+        """The state of each task, in one batched query; unknown ids are left out.
+
+        Raises ExecutorError when the executor cannot answer (the caller falls back to heartbeats).
+        """
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Stop these tasks (they get the stop signal and record what they have)."""
@@ -75,7 +79,7 @@ class LocalExecutor:
         self.config = config
         self.folder = logs_dir(config) / "%j"
 
-    def submit(self, tasks: Sequence[ShardTask]) -> list[str]:
+    def submit(self, tasks: Sequence[ShardTask], label: str) -> list[str]:
         import submitit  # noqa: PLC0415 - keep `status` free of this import
         from worker.main import run_shard  # noqa: PLC0415
 

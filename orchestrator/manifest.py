@@ -237,6 +237,11 @@ class Manifest:
             )
             return [FileRow(r.id, r.path, r.size, r.output_name, FileState(r.state), r.attempts) for r in rows]
 
+    def next_submission_id(self) -> int:
+        """The id the next recorded submission will get (names its jobs before it is recorded)."""
+        with self.engine.connect() as c:
+            return (c.execute(select(func.max(submissions.c.id))).scalar() or 0) + 1
+
     def record_submission(
         self, kind: str, executor: str, shard_ids: Sequence[int], job_ids: Sequence[str], resources: dict[str, Any]
     ) -> int:
@@ -263,8 +268,15 @@ class Manifest:
         with self.engine.connect() as c:
             return {r.path: r.offset for r in c.execute(select(journal_offsets))}
 
-    def apply_journal(self, shard_id: int, journal: str, records: Iterable[dict[str, Any]], offset: int) -> None:
-        """Fold one journal's new records and its new offset in one transaction.
+    def apply_journals(self, batch: Iterable[tuple[int, str, list[dict[str, Any]], int]]) -> None:
+        """Fold (shard id, journal, new records, new offset) items in one transaction."""
+        with self.engine.begin() as c:
+            for shard_id, journal, records, offset in batch:
+                self._apply_journal(c, shard_id, journal, records, offset)
+
+    def _apply_journal(self, c: Any, shard_id: int, journal: str, records: Iterable[dict[str, Any]],
+                       offset: int) -> None:
+        """Fold one journal's new records and move its offset, inside the caller's transaction.
 
         Idempotent: the offset moves with the records, a file only moves forward
         (pending -> running -> settled), and a record about a file no longer assigned
@@ -276,43 +288,49 @@ class Manifest:
         for rec in records:
             by_kind[rec["kind"]].append(rec)
         open_states = [FileState.PENDING.value, FileState.RUNNING.value]
-        with self.engine.begin() as c:
-            for rec in by_kind["task_start"]:
+        for rec in by_kind["task_start"]:
+            c.execute(
+                update(shards)
+                .where(shards.c.id == shard_id, shards.c.state.in_([s.value for s in ACTIVE]))
+                .values(state=ShardState.RUNNING.value, started_at=rec["time"], host=rec["host"], pid=rec["pid"])
+            )
+        if by_kind["file_start"]:
+            c.execute(
+                update(files)
+                .where(files.c.id == bindparam("fid"), files.c.shard_id == shard_id,
+                       files.c.state == FileState.PENDING.value)
+                .values(state=FileState.RUNNING.value, attempts=files.c.attempts + 1, started_at=bindparam("t")),
+                [{"fid": r["file_id"], "t": r["time"]} for r in by_kind["file_start"]],
+            )
+        if by_kind["file_end"]:
+            c.execute(
+                update(files)
+                .where(files.c.id == bindparam("fid"), files.c.shard_id == shard_id,
+                       or_(*(files.c.state == st for st in open_states)))  # IN cannot executemany
+                .values(state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"),
+                        finished_at=bindparam("t"), seconds=bindparam("sec"), media_seconds=bindparam("media"),
+                        outputs=bindparam("out")),
+                [
+                    {"fid": r["file_id"], "st": FileState(r["state"]).value, "ec": r.get("error_class"),
+                     "err": r.get("error"), "t": r["time"], "sec": r.get("seconds", {}).get("total"),
+                     "media": r.get("facts", {}).get("duration_s"), "out": json.dumps(r.get("outputs", []))}
+                    for r in by_kind["file_end"]
+                ],
+            )
+        for rec in by_kind["task_end"]:
+            if rec["reason"] == "requeued":  # the scheduler runs the task again; that attempt resumes the shard
                 c.execute(
                     update(shards)
                     .where(shards.c.id == shard_id, shards.c.state.in_([s.value for s in ACTIVE]))
-                    .values(state=ShardState.RUNNING.value, started_at=rec["time"], host=rec["host"], pid=rec["pid"])
+                    .values(state=ShardState.SUBMITTED.value)
                 )
-            if by_kind["file_start"]:
-                c.execute(
-                    update(files)
-                    .where(files.c.id == bindparam("fid"), files.c.shard_id == shard_id,
-                           files.c.state == FileState.PENDING.value)
-                    .values(state=FileState.RUNNING.value, attempts=files.c.attempts + 1, started_at=bindparam("t")),
-                    [{"fid": r["file_id"], "t": r["time"]} for r in by_kind["file_start"]],
-                )
-            if by_kind["file_end"]:
-                c.execute(
-                    update(files)
-                    .where(files.c.id == bindparam("fid"), files.c.shard_id == shard_id,
-                           or_(*(files.c.state == st for st in open_states)))  # IN cannot executemany
-                    .values(state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"),
-                            finished_at=bindparam("t"), seconds=bindparam("sec"), media_seconds=bindparam("media"),
-                            outputs=bindparam("out")),
-                    [
-                        {"fid": r["file_id"], "st": FileState(r["state"]).value, "ec": r.get("error_class"),
-                         "err": r.get("error"), "t": r["time"], "sec": r.get("seconds", {}).get("total"),
-                         "media": r.get("facts", {}).get("duration_s"), "out": json.dumps(r.get("outputs", []))}
-                        for r in by_kind["file_end"]
-                    ],
-                )
-            for rec in by_kind["task_end"]:
-                reason = f"{rec['reason']}: {rec['detail']}" if rec.get("detail") else rec["reason"]
-                self._end_shard(c, shard_id, reason, rec["time"])
-            if c.execute(select(journal_offsets.c.path).where(journal_offsets.c.path == journal)).first():
-                c.execute(update(journal_offsets).where(journal_offsets.c.path == journal).values(offset=offset))
-            else:
-                c.execute(insert(journal_offsets).values(path=journal, offset=offset))
+                continue
+            reason = f"{rec['reason']}: {rec['detail']}" if rec.get("detail") else rec["reason"]
+            self._end_shard(c, shard_id, reason, rec["time"])
+        if c.execute(select(journal_offsets.c.path).where(journal_offsets.c.path == journal)).first():
+            c.execute(update(journal_offsets).where(journal_offsets.c.path == journal).values(offset=offset))
+        else:
+            c.execute(insert(journal_offsets).values(path=journal, offset=offset))
 
     # --- ending shards -----------------------------------------------------------------
 
@@ -334,6 +352,18 @@ class Manifest:
         """The task is over without (or before) saying so: release its files."""
         with self.engine.begin() as c:
             self._end_shard(c, shard_id, reason, time.time())
+
+    def cancel_shards(self, shard_ids: Sequence[int], reason: str) -> None:
+        """The tasks were cancelled: end the shards, their files in hand back to pending."""
+        now = time.time()
+        with self.engine.begin() as c:
+            for shard_id in shard_ids:
+                c.execute(
+                    update(files)
+                    .where(files.c.shard_id == shard_id, files.c.state == FileState.RUNNING.value)
+                    .values(state=FileState.PENDING.value)
+                )
+                self._end_shard(c, shard_id, reason, now)
 
     @staticmethod
     def _end_shard(c: Any, shard_id: int, reason: str, when: float) -> None:
@@ -381,6 +411,17 @@ class Manifest:
         retry = [f for f in found if f.state is not FileState.FAILED or f.attempts < max_attempts]
         exhausted = [f for f in found if f.state is FileState.FAILED and f.attempts >= max_attempts]
         return retry, exhausted
+
+    def retry_causes(self) -> list[tuple[str, dict[str, Any]]]:
+        """(end reason, submission resources) of each ended shard that left files unfinished."""
+        unfinished = [FileState.PENDING.value, FileState.RUNNING.value, FileState.FAILED.value]
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(shards.c.end_reason, submissions.c.resources).distinct()
+                .select_from(shards.join(submissions).join(files, files.c.shard_id == shards.c.id))
+                .where(shards.c.state == ShardState.ENDED.value, files.c.state.in_(unfinished))
+            )
+            return [(r.end_reason or "", json.loads(r.resources)) for r in rows]
 
     # --- reading for status ------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Executor; the CLI only parses arguments and prints what these return.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,13 +17,15 @@ from orchestrator.executor import Executor, TaskState, make_executor
 from orchestrator.inputs import scan_inputs
 from orchestrator.manifest import FileRow, InputFile, Manifest
 from orchestrator.sharding import plan_shards
-from tvseg.config import JobConfig
+from tvseg.config import JobConfig, format_slurm_mem, format_slurm_time, parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExecutorError
 from tvseg.journal import JOURNALS_DIR, read_heartbeat, read_records, shard_dir
 from tvseg.states import FileState, ShardState
 from worker.task import ShardTask, TaskFile
 
 _SHARD_DIR = re.compile(r"shard-(\d+)$")
+CANCEL_PATIENCE_S = 180.0  # how long `cancel` waits for cancelled tasks to stop
+FOLD_BATCH = 500  # journals folded per transaction
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class RetryPlan:
     exhausted: list[FileRow]  # failed and out of attempts: left alone
     shards: list[list[FileRow]]
     resubmit: list[int] = field(default_factory=list)
+    mem: str | None = None  # SLURM resources for the retry when not those of jobs.yaml
+    time: str | None = None
+    notes: list[str] = field(default_factory=list)  # why they changed, or could not
 
 
 @dataclass(frozen=True)
@@ -98,8 +104,9 @@ def _submit_shards(config: JobConfig, manifest: Manifest, executor: Executor, sh
         )
         for shard_id in shard_ids
     ]
+    label = f"{config.name}-s{manifest.next_submission_id()}"
     try:
-        job_ids = executor.submit(tasks)
+        job_ids = executor.submit(tasks, label)
     except ExecutorError as exc:
         raise ExecutorError(f"{exc}\n{len(shard_ids)} shard(s) stay unsubmitted in the manifest; "
                             f"'orchestrate submit' or 'orchestrate retry' submits them again") from exc
@@ -110,18 +117,24 @@ def _submit_shards(config: JobConfig, manifest: Manifest, executor: Executor, sh
 # --- reconcile ---------------------------------------------------------------------------
 
 
-def reconcile(config: JobConfig, manifest: Manifest, executor: Executor | None = None) -> None:
+def reconcile(config: JobConfig, manifest: Manifest, executor: Executor | None = None) -> list[str]:
     """Bring the manifest up to date: fold new journal records, end tasks that died.
 
     The executor is asked first, the journals read second: a task seen dead has
-    written all it ever will, so its journal is complete when folded.
+    written all it ever will, so its journal is complete when folded.  Returns
+    warnings for the user (the executor could not answer: heartbeats decide).
     """
     executor = executor or make_executor(config)
     active = manifest.active_shards()
     states: dict[str, TaskState] = {}
+    warnings: list[str] = []
     own = [s.job_id for s in active if s.job_id and s.executor == executor.name]
     if own:
-        states = executor.states(own)
+        try:
+            states = executor.states(own)
+        except ExecutorError as exc:
+            warnings.append(f"the {executor.name} executor cannot tell the state of its tasks ({exc}); "
+                            "judging running tasks by their heartbeats")
     fold_journals(config.workdir, manifest)
     stale_after = max(5 * config.worker.heartbeat_seconds, 30.0)
     now = time.time()
@@ -135,6 +148,7 @@ def reconcile(config: JobConfig, manifest: Manifest, executor: Executor | None =
             last = beat.time if beat else (shard.started_at or now)
             if now - last > stale_after:
                 manifest.end_shard(shard.id, f"LOST: no heartbeat for {now - last:.0f} s")
+    return warnings
 
 
 def fold_journals(workdir: Path, manifest: Manifest) -> int:
@@ -143,6 +157,7 @@ def fold_journals(workdir: Path, manifest: Manifest) -> int:
     if not root.is_dir():
         return 0
     offsets = manifest.journal_offsets()
+    batch: list[tuple[int, str, list[dict], int]] = []
     applied = 0
     for directory in sorted(root.iterdir(), key=lambda p: p.name):
         match = _SHARD_DIR.match(directory.name)
@@ -156,36 +171,115 @@ def fold_journals(workdir: Path, manifest: Manifest) -> int:
                 continue
             records, new_offset = read_records(path, offset)
             if new_offset != offset:
-                manifest.apply_journal(shard_id, key, records, new_offset)
+                batch.append((shard_id, key, records, new_offset))
                 applied += len(records)
+            if len(batch) >= FOLD_BATCH:  # a few large transactions (one fsync each), bounded memory
+                manifest.apply_journals(batch)
+                batch = []
+    if batch:
+        manifest.apply_journals(batch)
     return applied
 
 
 # --- retry -------------------------------------------------------------------------------
 
 
-def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool) -> RetryPlan:
+def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool, mem: str | None = None,
+               time_limit: str | None = None) -> RetryPlan:
+    """What retry would do.  ``mem``/``time_limit`` (SLURM values) override what jobs.yaml and
+    the tasks' ends call for: after OUT_OF_MEMORY or TIMEOUT, the memory or time of that
+    task times slurm.grow-factor, up to slurm.max-mem / slurm.max-time."""
     files, exhausted = manifest.retry_candidates(config.worker.max_attempts, include_quarantined)
     shards = plan_shards(files, lambda f: f.size, lambda f: f.path,
                          config.sharding.files_per_shard, config.sharding.bytes_per_shard)
-    return RetryPlan(files=files, exhausted=exhausted, shards=shards, resubmit=manifest.created_shards())
+    notes: list[str] = []
+    if files and (mem is None or time_limit is None):
+        grown_mem, grown_time, notes = _grow(config, manifest.retry_causes())
+        mem = mem if mem is not None else grown_mem
+        time_limit = time_limit if time_limit is not None else grown_time
+    return RetryPlan(files=files, exhausted=exhausted, shards=shards, resubmit=manifest.created_shards(),
+                     mem=mem, time=time_limit, notes=notes)
+
+
+def _grow(config: JobConfig, causes: list[tuple[str, dict]]) -> tuple[str | None, str | None, list[str]]:
+    """Memory and time for a retry after tasks ended OUT_OF_MEMORY or TIMEOUT (None: as configured)."""
+    slurm = config.slurm
+    limits = {  # SLURM word -> (resource, parse, format, configured, cap)
+        "OUT_OF_MEMORY": ("mem", parse_slurm_mem, format_slurm_mem, slurm.mem, slurm.max_mem),
+        "TIMEOUT": ("time", parse_slurm_time, format_slurm_time, slurm.time, slurm.max_time),
+    }
+    grown: dict[str, str | None] = {"mem": None, "time": None}
+    notes: list[str] = []
+    for word, (key, parse, fmt, configured, cap) in limits.items():
+        used = [parse(res[key]) for reason, res in causes if reason.startswith(f"{word}:") and key in res]
+        if not used:
+            continue
+        want = max(int(max(used) * slurm.grow_factor), parse(configured))
+        option = f"slurm.max-{key}"
+        if cap is None:
+            notes.append(f"{word}: {option} is not set, so {key} stays {configured} (or give retry --{key})")
+        elif max(used) >= parse(cap):
+            notes.append(f"{word}: {key} was already at {option} ({cap}); it stays there (or give retry --{key})")
+            grown[key] = cap
+        else:
+            grown[key] = fmt(min(want, parse(cap)))
+            notes.append(f"{word}: {key} raised from {fmt(max(used))} to {grown[key]} "
+                         f"(x{slurm.grow_factor:g}, at most {option} {cap})")
+    return grown["mem"], grown["time"], notes
 
 
 def retry(config: JobConfig, manifest: Manifest, plan: RetryPlan, executor: Executor | None = None) -> Submitted:
+    """Repack and submit the plan's files; with the plan's memory and time unless an executor is given."""
+    if plan.mem is not None or plan.time is not None:
+        slurm = dataclasses.replace(config.slurm, mem=plan.mem or config.slurm.mem, time=plan.time or config.slurm.time)
+        config = dataclasses.replace(config, slurm=slurm)
     executor = executor or make_executor(config)
     new_ids = manifest.reshard([[f.id for f in group] for group in plan.shards]) if plan.shards else []
     return _submit_shards(config, manifest, executor, [*plan.resubmit, *new_ids], kind="retry")
+
+
+# --- cancel ------------------------------------------------------------------------------
+
+
+def cancel(config: JobConfig, manifest: Manifest, executor: Executor | None = None,
+           patience_s: float = CANCEL_PATIENCE_S) -> list[int]:
+    """Cancel every active task of this run; their shards end, their unfinished files go back
+    to pending.  Returns the ids of the shards cancelled.
+
+    A cancelled task finishes the file in hand if it can: the journals are folded once the
+    executor says the tasks are over (or after ``patience_s``), so that a file finished
+    meanwhile counts as done, not as pending to be run again.
+    """
+    executor = executor or make_executor(config)
+    shards = [s for s in manifest.active_shards() if s.job_id and s.executor == executor.name]
+    job_ids = [s.job_id for s in shards]
+    executor.cancel(job_ids)
+    deadline = time.monotonic() + patience_s
+    while job_ids and time.monotonic() < deadline:
+        try:
+            states = executor.states(job_ids)
+        except ExecutorError:
+            break  # cannot tell: what the journals hold now is what counts
+        if all(j in states and states[j].terminal for j in job_ids):
+            break
+        time.sleep(1.0)
+    fold_journals(config.workdir, manifest)
+    still = {s.id for s in manifest.active_shards()}
+    manifest.cancel_shards([s.id for s in shards if s.id in still], "CANCELLED: by orchestrate cancel")
+    return [s.id for s in shards]
 
 
 # --- wait --------------------------------------------------------------------------------
 
 
 def wait(config: JobConfig, manifest: Manifest, on_progress: Callable[[dict[FileState, int]], None],
-         poll_seconds: float = 2.0, executor: Executor | None = None) -> dict[FileState, int]:
+         poll_seconds: float = 2.0, executor: Executor | None = None,
+         on_warning: Callable[[str], None] = lambda message: None) -> dict[FileState, int]:
     """Reconcile until no shard is active; returns the final counts by state."""
     executor = executor or make_executor(config)
     while True:
-        reconcile(config, manifest, executor)
+        for message in reconcile(config, manifest, executor):
+            on_warning(message)
         counts = manifest.counts()
         on_progress(counts)
         if not manifest.active_shards():

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import yaml
 
 from orchestrator.cli import main
 
@@ -58,28 +56,6 @@ def make_clips(clip_template: Path) -> Callable[..., list[Path]]:
     return make
 
 
-def write_jobs(folder: Path, **overrides: Any) -> Path:
-    """A jobs.yaml for the local executor, with fast heartbeats, overridable key by key."""
-    data: dict[str, Any] = {
-        "name": "test",
-        "workdir": "work",
-        "inputs": ["media/**/*.mp4"],
-        "executor": "local",
-        "sharding": {"files_per_shard": 5},
-        "worker": {"stages": ["probe"], "heartbeat_seconds": 1},
-    }
-    for key, value in overrides.items():
-        if value is None:
-            data.pop(key, None)
-        elif isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    path = folder / "jobs.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
-
-
 class Run:
     def __init__(self, code: int, out: str, err: str) -> None:
         self.code, self.out, self.err = code, out, err
@@ -98,18 +74,3 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
         return Run(code, captured.out, captured.err)
 
     return run
-
-
-def journal_records(workdir: Path) -> list[dict[str, Any]]:
-    records = []
-    for path in sorted((workdir / "journals").glob("shard-*/attempt-*.jsonl")):
-        records += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return records
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, every: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(every)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import write_jobs
+from tests.helpers import write_jobs
 
 
 def test_orchestrator_never_imports_tensorflow(tmp_path, make_clips):

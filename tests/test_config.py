@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_jobs
+from tests.helpers import write_jobs
 
 
 def _bad(tmp_path: Path, cli, text: str) -> tuple[str, Path]:

@@ -10,7 +10,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from conftest import journal_records, wait_for, write_jobs
+from tests.helpers import journal_records, wait_for, write_jobs
 from orchestrator.config import load_config
 from orchestrator.manifest import Manifest
 from orchestrator.orchestration import fold_journals

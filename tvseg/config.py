@@ -26,6 +26,51 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_SLURM_MEM = re.compile(r"^(\d+)([KMGT]?)$", re.IGNORECASE)
+
+
+def parse_slurm_time(text: str) -> int:
+    """A SLURM time limit ('90', '1:30:00', '2-12', '2-12:00:00') -> seconds.  Raises ValueError."""
+    m = _SLURM_TIME.match(str(text).strip())
+    if not m:
+        raise ValueError(f"not a SLURM time: {text!r} (use minutes, HH:MM:SS or D-HH:MM:SS)")
+    days, a, b, c = m.groups()
+    if days is not None:  # D-HH, D-HH:MM, D-HH:MM:SS
+        seconds = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+    elif c is not None:  # HH:MM:SS
+        seconds = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:  # MM:SS
+        seconds = int(a) * 60 + int(b)
+    else:  # minutes
+        seconds = int(a) * 60
+    if seconds < 1:
+        raise ValueError(f"not a usable time limit: {text!r}")
+    return seconds
+
+
+def format_slurm_time(seconds: int) -> str:
+    """Seconds -> 'HH:MM:SS', or 'D-HH:MM:SS' from a day on."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    clock = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
+def parse_slurm_mem(text: str | int) -> int:
+    """A SLURM --mem value ('16G', '500M', '2000': megabytes without a unit) -> bytes.  Raises ValueError."""
+    m = _SLURM_MEM.match(str(text).strip())
+    if not m or int(m.group(1)) < 1:
+        raise ValueError(f"not a SLURM memory size: {text!r} (use a number with K, M, G or T; no unit means M)")
+    return int(m.group(1)) * _UNITS[(m.group(2) or "M").upper()]
+
+
+def format_slurm_mem(n_bytes: int) -> str:
+    """Bytes -> a --mem value, in whole megabytes (rounded up), or gigabytes when exact."""
+    mb = -(-int(n_bytes) // _UNITS["M"])
+    return f"{mb // 1024}G" if mb % 1024 == 0 else f"{mb}M"
+
+
 @dataclass(frozen=True)
 class ShardingConfig:
     files_per_shard: int | None = 50
@@ -46,6 +91,12 @@ class SlurmConfig:
     constraint: str | None = None
     array_parallelism: int | None = None
     extra_sbatch: Mapping[str, str] = field(default_factory=dict)
+    # `retry` after OUT_OF_MEMORY / TIMEOUT multiplies mem / time by grow_factor, up to
+    # these caps (None: no automatic raise; `retry --mem/--time` still can).
+    max_mem: str | None = None
+    max_time: str | None = None
+    grow_factor: float = 2.0
+    signal_delay: int = 300  # seconds before the time limit that SLURM sends USR2 (stop and requeue)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ Record kinds (every record has "kind" and "time")::
     file_start  file_id
     file_end    file_id, state (done|failed|quarantined), error_class, error,
                 outputs, facts, seconds {"stage": s, "total": s}
-    task_end    reason (complete|stopped|error), detail
+    task_end    reason (complete|stopped|requeued|error), detail; "requeued": the scheduler runs
+                the task again (a later task_end of the same attempt replaces it)
 """
 
 from __future__ import annotations
@@ -37,14 +38,19 @@ def shard_dir(workdir: Path, shard_id: int) -> Path:
     return workdir / JOURNALS_DIR / f"shard-{shard_id}"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write so that a reader sees the old content or the new, never half of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write_bytes`` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class JournalWriter:

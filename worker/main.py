@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ from worker.staging import ByteBudget, CopyStager
 from worker.task import ShardTask
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+REQUEUE_SIGNAL = "USR2"  # SLURM's warning before the time limit (sbatch --signal): stop, then requeue
 
 
 def job_id() -> str:
@@ -66,6 +68,17 @@ def _heartbeat(journal: JournalWriter, every: float, done: threading.Event) -> N
             pass  # a filesystem hiccup: the next beat may succeed; staleness is judged by the reader
 
 
+def _requeue() -> str:
+    """Have SLURM run this task again, through submitit's job environment; why not, or ''."""
+    import submitit  # noqa: PLC0415 - only a SLURM task gets here
+
+    try:
+        submitit.JobEnvironment()._requeue(0)  # scontrol requeue <array job id>_<index>
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"SIG{REQUEUE_SIGNAL} before every file was handled; the requeue failed: {exc}"
+    return ""
+
+
 def run_shard(task: ShardTask) -> dict[str, Any]:
     """Process one shard; returns a summary of outcomes (also in the journal)."""
     journal = JournalWriter(shard_dir(Path(task.workdir), task.shard_id))
@@ -94,6 +107,14 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         ).run()
         if summary.stopped:
             reason, detail = "stopped", f"{stop.signal_name or 'stop'} before every file was handled"
+            # Near the time limit (or preempted with the same warning) a task that got on requeues
+            # itself: the next attempt skips the files settled here.  One that finished no file
+            # would only come back to the same point.
+            if stop.signal_name == f"SIG{REQUEUE_SIGNAL}" and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+                if sum(summary.outcomes.values()):
+                    reason, detail = "requeued", f"SIG{REQUEUE_SIGNAL} (time limit near): the next attempt goes on"
+                else:
+                    detail += "; not requeued: no file was finished in this attempt"
         else:
             reason = "complete"
         return {"shard": task.shard_id, "reason": reason, **summary.outcomes}
@@ -109,5 +130,9 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
                 pass
         shutil.rmtree(scratch, ignore_errors=True)
         journal.write("task_end", reason=reason, detail=detail)
+        if reason == "requeued":
+            failure = _requeue()
+            if failure:  # this end replaces the one above
+                journal.write("task_end", reason="stopped", detail=failure)
         journal.close()
         stop.restore()

@@ -26,6 +26,8 @@ class ProbeStage(Stage):
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, errors="replace")
         except subprocess.TimeoutExpired:
             raise RetryableError(f"{ctx.source}: ffprobe did not answer within 300 s") from None
+        if proc.returncode < 0:  # killed (e.g. scancel signals every process of the job): not the input's fault
+            raise RetryableError(f"{ctx.source}: ffprobe was killed by signal {-proc.returncode}")
         if proc.returncode != 0:
             reason = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise BadInput(f"{ctx.source}: ffprobe cannot read it: {reason.replace(str(ctx.staged), 'input')}")
