@@ -41,3 +41,16 @@ def test_bad_usage_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "submit", "--bogus"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "unrecognized arguments: --bogus" in proc.stderr
+
+
+def test_models_verify_and_its_fix_hint(tmp_path, cli, make_clips):
+    missing = tmp_path / "no models"
+    run = cli("models", "verify", "--dir", missing)
+    assert run.code == 1
+    assert run.err.replace("\n", "") == (
+        f"error: model directory {missing} does not exist; fix: orchestrate models fetch --dir {missing}")
+    make_clips(tmp_path / "media", 1)
+    jobs = write_jobs(tmp_path)  # stages: probe only
+    run = cli("models", "verify", jobs)
+    assert (run.code, run.err.replace("\n", "")) == (
+        2, f"error: {jobs}: worker.stages has no 'segment' stage, so no model_dir; use --dir")

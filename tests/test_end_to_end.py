@@ -217,3 +217,21 @@ def test_folding_journals_again_changes_nothing(tmp_path, cli, make_clips):
     manifest.close()
     shutil.rmtree(tmp_path / "work" / "journals")
     assert cli("status", jobs, "--json").json()["files"]["done"] == 5
+
+
+def test_cancel_on_the_local_executor_returns_unfinished_files_to_pending(tmp_path, cli, make_clips):
+    make_clips(tmp_path / "media", 40)
+    jobs = write_jobs(tmp_path, sharding={"files_per_shard": 40})
+    workdir = tmp_path / "work"
+    assert cli("submit", jobs).code == 0
+    wait_for(lambda: sum(r["kind"] == "file_end" for r in journal_records(workdir)) >= 3 if (workdir / "journals").exists() else False)
+    run = cli("cancel", jobs)
+    assert run.code == 0, run.err
+    assert run.out.replace("\n", " ").startswith("test: cancelled 1 task(s); their unfinished files are pending again")
+    snap = cli("status", jobs, "--json").json()
+    assert snap["files"]["running"] == snap["files"]["failed"] == 0
+    assert snap["files"]["pending"] == 40 - snap["files"]["done"] > 0
+    assert snap["shards"] == {"created": 0, "submitted": 0, "running": 0, "ended": 1}
+    assert cli("retry", jobs, "--wait").code == 0
+    done = Counter(r["file_id"] for r in journal_records(workdir) if r["kind"] == "file_end" and r["state"] == "done")
+    assert len(done) == 40 and set(done.values()) == {1}
