@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import submitit  # noqa: F401 - first: its logging.config.dictConfig at import closes the logging
+# handlers installed before it, e.g. absl's (TensorFlow's) on pytest's captured stderr; a worker
+# process imports submitit before TensorFlow, so only a test process that loads both meets this.
 
 from orchestrator.cli import main
 
