@@ -20,16 +20,22 @@ def write_jobs(folder: Path, **overrides: Any) -> Path:
         "sharding": {"files_per_shard": 5},
         "worker": {"stages": ["probe"], "heartbeat_seconds": 1},
     }
+    path = folder / "jobs.yaml"
+    path.write_text(yaml.safe_dump(merge(data, overrides), allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def merge(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``overrides``: a section given as a dict is merged key by key, None drops a key."""
+    out = dict(data)
     for key, value in overrides.items():
         if value is None:
-            data.pop(key, None)
-        elif isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
         else:
-            data[key] = value
-    path = folder / "jobs.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
+            out[key] = value
+    return out
 
 
 def journal_records(workdir: Path) -> list[dict[str, Any]]:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import yaml
 
 from orchestrator import orchestration
 from orchestrator.config import load_config
+from tests.helpers import merge, write_jobs
 from tvseg.config import JobConfig
 from tvseg.states import FileState
 from worker import stages
@@ -58,21 +58,10 @@ def write_slurm_jobs(folder: Path, n_files: int, clip: Path, **overrides: Any) -
     media.mkdir(parents=True, exist_ok=True)
     for i in range(n_files):
         shutil.copyfile(clip, media / f"rec {i:02d}.mp4")
-    data: dict[str, Any] = {
-        "name": "t",
-        "workdir": "work",
-        "inputs": ["media/*.mp4"],
-        "executor": "slurm",
-        "sharding": {"files_per_shard": 5},
-        "slurm": {"time": "5", "mem": "200M", "cpus-per-task": 1, "signal-delay": 30},
-        "worker": {"stages": ["sleep"], "heartbeat_seconds": 1},
-        "stage_settings": {"sleep": {"seconds": 1}},
-    }
-    for key, value in overrides.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
-    path = folder / "jobs.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
+    slurm = {"time": "5", "mem": "200M", "cpus-per-task": 1, "signal-delay": 30}
+    return write_jobs(folder, **merge({"name": "t", "inputs": ["media/*.mp4"], "executor": "slurm", "slurm": slurm,
+                                       "worker": {"stages": ["sleep"], "heartbeat_seconds": 1},
+                                       "stage_settings": {"sleep": {"seconds": 1}}}, overrides))
 
 
 def submit(jobs: Path) -> tuple[JobConfig, orchestration.Submitted]:
@@ -157,6 +146,17 @@ def sacct_rows(array_ids: list[str], *options: str) -> list[dict[str, str]]:
     out = subprocess.run([shutil.which("sacct"), "-n", "-P", *options, "-o", ",".join(fields),
                           "-j", ",".join(array_ids)], capture_output=True, text=True, check=True).stdout
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
+
+
+def final_sacct_rows(array_ids: list[str], *options: str, count: int | None = None) -> list[dict[str, str]]:
+    """sacct rows once none is still pending or running (and there are ``count`` of them):
+    a worker's last journal record comes a moment before SLURM's accounting ends the task."""
+    def ready() -> list[dict[str, str]] | None:
+        rows = sacct_rows(array_ids, *options)
+        busy = any(r["State"] in ("PENDING", "RUNNING", "COMPLETING") for r in rows)
+        return rows if rows and not busy and (count is None or len(rows) == count) else None
+
+    return wait_until(ready, timeout=60)
 
 
 class Shim:

@@ -13,6 +13,7 @@ import pytest
 from slurm_helpers import (  # noqa: F401 - sleep_stage is a fixture
     attempts,
     file_ends,
+    final_sacct_rows,
     sacct_rows,
     settle,
     sleep_stage,
@@ -78,9 +79,7 @@ def test_time_limit_signals_requeues_and_resumes_at_the_next_file(slurm_cluster,
     assert {f["attempts"] for f in files_of(config).values()} == {1}
     restarts = {rec["facts"]["restarts"] for records in runs[1:] for rec in records if rec["kind"] == "file_end"}
     assert restarts and min(restarts) >= 1  # the later files ran in a requeued job
-    # The worker's last record comes a moment before SLURM ends the batch step: wait for it.
-    history = wait_until(lambda: (h := [r["State"] for r in sacct_rows([done.job_ids[0]], "-X", "--duplicates")])
-                         and h[-1] != "RUNNING" and h, timeout=60)
+    history = [r["State"] for r in final_sacct_rows([done.job_ids[0]], "-X", "--duplicates")]
     assert history == ["REQUEUED"] * (len(runs) - 1) + ["COMPLETED"]
     assert shards_of(config)[1]["end_reason"] == "complete"
 
@@ -148,7 +147,7 @@ def test_orchestrate_cancel_stops_the_run_and_retry_finishes_it(slurm_cluster, s
                                                                         2: "CANCELLED: by orchestrate cancel"}
     assert [(f["shard_id"], f["state"]) for f in files_of(config).values()] == [
         (1, "done"), (1, "pending"), (1, "pending"), (2, "pending"), (2, "pending"), (2, "pending")]
-    assert {r["State"] for r in sacct_rows([done.job_ids[0].split("_")[0]], "-X")} == {"CANCELLED by 0"}
+    assert {r["State"] for r in final_sacct_rows([done.job_ids[0].split("_")[0]], "-X")} == {"CANCELLED by 0"}
     assert cli("cancel", jobs).out == "t: no queued or running task to cancel\n"
 
     run = cli("retry", jobs, "--wait")

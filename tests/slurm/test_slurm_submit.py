@@ -10,6 +10,7 @@ import pytest
 from slurm_helpers import (  # noqa: F401 - shim and sleep_stage are fixtures
     attempts,
     file_ends,
+    final_sacct_rows,
     max_overlap,
     others_ran,
     sacct_rows,
@@ -57,7 +58,7 @@ def test_one_array_completes_within_its_throttle(slurm_cluster, sleep_stage, cli
     counts, refreshes = settle(config)
     assert counts[FileState.DONE] == 30 and sum(counts.values()) == 30
     assert len(sacct.calls()) == refreshes  # one batched call per refresh
-    assert {r["State"] for r in sacct_rows([array], "-X")} == {"COMPLETED"}
+    assert {r["State"] for r in final_sacct_rows([array], "-X", count=6)} == {"COMPLETED"}
     assert arrays_named("t-s1", config.workdir / "logs") == [array]
     assert (config.workdir / "logs" / f"{array}_5.log").is_file()
     spans = task_spans(config.workdir)
@@ -91,9 +92,8 @@ def test_chunked_submission_runs_every_shard_once(slurm_cluster_max_array, sleep
     assert len(calls) == refreshes
     assert f"--jobs={','.join(arrays)}" in calls[0].split()  # all three arrays in the one call
     assert file_ends(config.workdir) == {i: ["done"] for i in range(1, 11)}
-    # The accounting of the last array's tasks may trail their journals by a moment.
-    rows = wait_until(lambda: (r := sacct_rows(arrays, "-X")) and len(r) == len(done.job_ids)
-                      and {x["State"] for x in r} == {"COMPLETED"} and r, timeout=60)
+    rows = final_sacct_rows(arrays, "-X", count=len(done.job_ids))
+    assert {r["State"] for r in rows} == {"COMPLETED"}
     assert sorted(r["JobID"] for r in rows) == sorted(done.job_ids)
     spans = task_spans(config.workdir)
     assert len(spans) == 10 and max_overlap(spans) <= 3
