@@ -3,8 +3,8 @@
 Prints, on the same generated files (one run, each measure in a fresh process):
 
 1. throughput over 10 files of 10 min: the stage vs ``Segmenter(...)(file)`` per file,
-   alternating file by file in one process so both see the same machine load
-   (target: stage >= 1.3x the package with its default batch size);
+   alternating file by file in one process so both see the same machine load, and vs
+   ``Segmenter().batch_process`` over the same files (target: stage >= 1.3x batch_process);
 2. peak RSS (VmHWM) of the stage on a 10 min, a 2 h and an 8 h file
    (targets: <= 2 GB, and 8 h <= 1.1x the 10 min figure);
 3. peak RSS of one stage instance after 8 and after 32 files (target: flat within 10 %).
@@ -72,6 +72,11 @@ def child(mode: str, model_dir: Path, out: Path, files: list[Path]) -> dict:
             t = time.perf_counter()
             seg2csv(seg(str(path)), str(folder / f"{name}.csv"))
             seconds[name] += time.perf_counter() - t
+    if packages:  # the reference: the package's own batch_process (it decodes the next file meanwhile)
+        default = packages["package (batch 32)"]
+        t = time.perf_counter()
+        default.batch_process([str(p) for p in files], [str(out / f"batch-{i}.csv") for i in range(len(files))])
+        seconds["package batch_process"] = time.perf_counter() - t
     return {"audio_s": audio, "seconds": seconds, "rss_mb_after_each": rss}
 
 
