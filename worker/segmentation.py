@@ -118,12 +118,15 @@ def _predict(net: Any, data: np.ndarray, finite: np.ndarray) -> np.ndarray:
     not depend on the others in its batch, so these are not predicted at all.
 
     ``predict_on_batch`` a batch at a time gives ``predict``'s outputs without its
-    per-call input pipeline."""
+    per-call input pipeline. A short last batch is padded to the full size: every call
+    then has one input shape, so TensorFlow traces the model once, not once per shape
+    (memory that would grow with the number of files)."""
     pred = np.full((len(data), len(net.outlabels)), 0.5, np.float32)
     todo = np.flatnonzero(finite)
     for i in range(0, len(todo), net.batch_size):
         rows = todo[i: i + net.batch_size]
-        pred[rows] = net.nn.predict_on_batch(data[rows][..., np.newaxis])
+        batch = data[np.pad(rows, (0, net.batch_size - len(rows)), mode="edge")]
+        pred[rows] = net.nn.predict_on_batch(batch[..., np.newaxis])[: len(rows)]
     return pred
 
 
