@@ -90,12 +90,19 @@ def _worker_pid(workdir: Path) -> int:
     return starts[-1]["pid"]
 
 
-def test_sigkill_mid_shard_then_retry_finishes_only_the_rest(tmp_path, cli, make_clips):
+def _one_shard_running(tmp_path: Path, cli, make_clips, ended: int, **overrides) -> tuple[Path, Path]:
+    """Submit 40 clips as one shard and return (jobs.yaml, workdir) once ``ended`` files have ended."""
     make_clips(tmp_path / "media", 40)
-    jobs = write_jobs(tmp_path, sharding={"files_per_shard": 40})
+    jobs = write_jobs(tmp_path, sharding={"files_per_shard": 40}, **overrides)
     workdir = tmp_path / "work"
     assert cli("submit", jobs).code == 0
-    wait_for(lambda: sum(r["kind"] == "file_end" for r in journal_records(workdir)) >= 5 if (workdir / "journals").exists() else False)
+    wait_for(lambda: (workdir / "journals").exists()
+             and sum(r["kind"] == "file_end" for r in journal_records(workdir)) >= ended)
+    return jobs, workdir
+
+
+def test_sigkill_mid_shard_then_retry_finishes_only_the_rest(tmp_path, cli, make_clips):
+    jobs, workdir = _one_shard_running(tmp_path, cli, make_clips, ended=5)
     os.kill(_worker_pid(workdir), signal.SIGKILL)
 
     def settled() -> bool:
@@ -120,12 +127,8 @@ def test_sigkill_mid_shard_then_retry_finishes_only_the_rest(tmp_path, cli, make
 
 
 def test_sigterm_stops_after_the_file_in_hand_and_leaves_the_rest_pending(tmp_path, cli, make_clips):
-    make_clips(tmp_path / "media", 40)
     scratch = tmp_path / "scratch"
-    jobs = write_jobs(tmp_path, sharding={"files_per_shard": 40}, worker={"scratch_dir": str(scratch)})
-    workdir = tmp_path / "work"
-    assert cli("submit", jobs).code == 0
-    wait_for(lambda: sum(r["kind"] == "file_end" for r in journal_records(workdir)) >= 3 if (workdir / "journals").exists() else False)
+    jobs, workdir = _one_shard_running(tmp_path, cli, make_clips, ended=3, worker={"scratch_dir": str(scratch)})
     os.kill(_worker_pid(workdir), signal.SIGTERM)
     wait_for(lambda: any(r["kind"] == "task_end" for r in journal_records(workdir)), timeout=30)
 
@@ -220,11 +223,7 @@ def test_folding_journals_again_changes_nothing(tmp_path, cli, make_clips):
 
 
 def test_cancel_on_the_local_executor_returns_unfinished_files_to_pending(tmp_path, cli, make_clips):
-    make_clips(tmp_path / "media", 40)
-    jobs = write_jobs(tmp_path, sharding={"files_per_shard": 40})
-    workdir = tmp_path / "work"
-    assert cli("submit", jobs).code == 0
-    wait_for(lambda: sum(r["kind"] == "file_end" for r in journal_records(workdir)) >= 3 if (workdir / "journals").exists() else False)
+    jobs, workdir = _one_shard_running(tmp_path, cli, make_clips, ended=3)
     run = cli("cancel", jobs)
     assert run.code == 0, run.err
     assert run.out.replace("\n", " ").startswith("test: cancelled 1 task(s); their unfinished files are pending again")

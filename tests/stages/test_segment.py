@@ -163,10 +163,11 @@ import importlib, sys
 for name in ("numpy", "tensorflow", "keras", "inaSpeechSegmenter"):
     sys.modules[name] = None  # not installed on a login node: importing it raises ImportError
 module = importlib.import_module("worker.stages.segment")
-from worker.stages import settings_fields, stage_class
+import dataclasses
+from worker.stages import stage_class
 assert stage_class("segment") is module.SegmentStage
 print(module.Settings(model_dir="/models", vad_engine="sm", detect_gender=True, chunk_seconds=30))
-print(" ".join(f.name for f in settings_fields("segment")))
+print(" ".join(f.name for f in dataclasses.fields(stage_class("segment").Settings)))
 """
 
 

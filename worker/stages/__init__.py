@@ -11,7 +11,6 @@ A stage module must not import heavy libraries at module level: do it in
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
@@ -92,8 +91,3 @@ def stage_class(name: str) -> type[Stage]:
     if not (isinstance(cls, type) and issubclass(cls, Stage)) or cls.name != name:
         raise TypeError(f"entry point {name!r} does not name a Stage class called {name!r}")
     return cls
-
-
-def settings_fields(name: str) -> list[dataclasses.Field]:
-    """The option fields of a stage's Settings dataclass (for config validation)."""
-    return list(dataclasses.fields(stage_class(name).Settings))
