@@ -1,34 +1,21 @@
-"""Executors: every detail of how array tasks are started and watched lives here.
+"""Executors: the protocol every way of starting array tasks follows, and the choice of one.
 
-An executor submits a list of ShardTasks as one array (through submitit), returns
-one job id per task in order, answers batched state queries, and cancels.  The
-rest of the orchestrator never sees submitit, sbatch or process ids.
+An executor submits a list of ShardTasks (tvseg/task.py) as one array (through
+submitit), returns one job id per task in order, answers batched state queries, and
+cancels.  The rest of the orchestrator never sees submitit, sbatch or process ids: those live in
+orchestrator/local.py (processes on this machine) and orchestrator/slurm.py.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from orchestrator.local import LocalExecutor
+from orchestrator.slurm import SlurmExecutor
+from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig
-from tvseg.errors import ExecutorError
-from worker.task import ShardTask
-
-LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # the local executor has no time limit worth the name
-
-
-@dataclass(frozen=True)
-class TaskState:
-    """What an executor knows of one array task."""
-
-    job_id: str
-    state: str  # the executor's own word: RUNNING, COMPLETED, FAILED, TIMEOUT, ...
-    terminal: bool  # the task will not run (again) by itself
-    reason: str = ""  # why it ended, in the executor's terms
+from tvseg.task import ShardTask
 
 
 class Executor(Protocol):
@@ -57,83 +44,4 @@ def make_executor(config: JobConfig) -> Executor:
         kind = "slurm" if shutil.which("sbatch") else "local"
     if kind == "local":
         return LocalExecutor(config)
-    from orchestrator.slurm import SlurmExecutor  # noqa: PLC0415 - only where SLURM is used
-
     return SlurmExecutor(config)
-
-
-def logs_dir(config: JobConfig) -> Path:
-    return config.workdir / "logs"
-
-
-class LocalExecutor:
-    """Runs each array task as a process on this machine, through submitit's local executor.
-
-    The processes outlive the command that started them; their job id is the pid of
-    submitit's controller process.
-    """
-
-    name = "local"
-
-    def __init__(self, config: JobConfig) -> None:
-        self.config = config
-        self.folder = logs_dir(config) / "%j"
-
-    def submit(self, tasks: Sequence[ShardTask], label: str) -> list[str]:
-        import submitit  # noqa: PLC0415 - keep `status` free of this import
-        from worker.main import run_shard  # noqa: PLC0415
-
-        executor = submitit.LocalExecutor(folder=self.folder)
-        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, signal_delay_s=30)
-        try:
-            jobs = executor.map_array(run_shard, list(tasks))
-        except Exception as exc:  # noqa: BLE001 - submitit raises plain exceptions
-            raise ExecutorError(f"local submission failed: {exc}") from exc
-        return [str(job.job_id) for job in jobs]
-
-    def states(self, job_ids: Sequence[str]) -> dict[str, TaskState]:
-        return {job_id: self._state(job_id) for job_id in job_ids}
-
-    def _state(self, job_id: str) -> TaskState:
-        pid = int(job_id)
-        if _alive(pid):
-            return TaskState(job_id, "RUNNING", terminal=False)
-        result = logs_dir(self.config) / job_id / f"{job_id}_0_result.pkl"
-        try:
-            with open(result, "rb") as fh:
-                outcome, value = pickle.load(fh)
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError):
-            return TaskState(job_id, "FAILED", terminal=True, reason="the worker process died without a result")
-        if outcome == "success":
-            return TaskState(job_id, "COMPLETED", terminal=True)
-        return TaskState(job_id, "FAILED", terminal=True, reason=str(value).strip().splitlines()[-1][:300])
-
-    def cancel(self, job_ids: Sequence[str]) -> None:
-        import signal  # noqa: PLC0415
-
-        for job_id in job_ids:
-            if _alive(int(job_id)):
-                try:
-                    os.kill(int(job_id), signal.SIGTERM)  # the controller forwards it to the worker
-                except ProcessLookupError:
-                    pass
-
-    def resources(self) -> dict[str, Any]:
-        return {"executor": "local"}
-
-
-def _alive(pid: int) -> bool:
-    """True while the process runs; reaps it if it is our own finished child."""
-    try:
-        if os.waitpid(pid, os.WNOHANG) != (0, 0):
-            return False
-    except ChildProcessError:
-        pass  # not our child: started by an earlier orchestrate command
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            cmdline = fh.read()
-    except OSError:
-        return False
-    return fields[0] != b"Z" and b"submitit" in cmdline  # a reused pid is not our worker

@@ -125,12 +125,8 @@ class ShardRow:
     id: int
     state: ShardState
     job_id: str | None
-    submission_id: int | None
     executor: str | None
-    n_files: int
     started_at: float | None
-    host: str | None
-    pid: int | None
 
 
 def output_name(path: str) -> str:
@@ -343,8 +339,7 @@ class Manifest:
                 .order_by(shards.c.id)
             )
             return [
-                ShardRow(r.id, ShardState(r.state), r.job_id, r.submission_id, r.executor, r.n_files, r.started_at,
-                         r.host, r.pid)
+                ShardRow(r.id, ShardState(r.state), r.job_id, r.executor, r.started_at)
                 for r in rows
             ]
 
@@ -459,13 +454,12 @@ class Manifest:
                        func.min(files.c.finished_at), func.max(files.c.finished_at))
                 .where(files.c.state.in_([s.value for s in FINISHED]), files.c.finished_at >= since)
             ).one()
-            remaining_media = c.execute(
-                select(func.count(), func.coalesce(func.sum(files.c.size), 0))
-                .where(files.c.state.not_in([s.value for s in FINISHED]))
-            ).one()
+            remaining = c.execute(
+                select(func.count()).where(files.c.state.not_in([s.value for s in FINISHED]))
+            ).scalar_one()
         return {
             "files": row[0], "media_seconds": float(row[1]), "first": row[2] or 0.0, "last": row[3] or 0.0,
-            "remaining_files": remaining_media[0],
+            "remaining_files": remaining,
         }
 
     def top_errors(self, limit: int) -> list[tuple[str, int]]:

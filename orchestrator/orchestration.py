@@ -7,23 +7,22 @@ Executor; the CLI only parses arguments and prints what these return.
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from orchestrator.executor import Executor, TaskState, make_executor
+from orchestrator.executor import Executor, make_executor
 from orchestrator.inputs import scan_inputs
 from orchestrator.manifest import FileRow, InputFile, Manifest
 from orchestrator.sharding import plan_shards
+from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig, format_slurm_mem, format_slurm_time, parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExecutorError
-from tvseg.journal import JOURNALS_DIR, read_heartbeat, read_records, shard_dir
+from tvseg.journal import journal_key, journals, read_heartbeat, read_records, shard_dir, shard_dirs
 from tvseg.states import FileState, ShardState
-from worker.task import ShardTask, TaskFile
+from tvseg.task import ShardTask, TaskFile
 
-_SHARD_DIR = re.compile(r"shard-(\d+)$")
 CANCEL_PATIENCE_S = 180.0  # how long `cancel` waits for cancelled tasks to stop
 FOLD_BATCH = 500  # journals folded per transaction
 
@@ -153,19 +152,15 @@ def reconcile(config: JobConfig, manifest: Manifest, executor: Executor | None =
 
 def fold_journals(workdir: Path, manifest: Manifest) -> int:
     """Apply every journal's records past the stored offset; returns records applied."""
-    root = workdir / JOURNALS_DIR
-    if not root.is_dir():
+    directories = shard_dirs(workdir)
+    if not directories:
         return 0
     offsets = manifest.journal_offsets()
     batch: list[tuple[int, str, list[dict], int]] = []
     applied = 0
-    for directory in sorted(root.iterdir(), key=lambda p: p.name):
-        match = _SHARD_DIR.match(directory.name)
-        if not match:
-            continue
-        shard_id = int(match.group(1))
-        for path in sorted(directory.glob("attempt-*.jsonl"), key=lambda p: int(p.stem.split("-")[1])):
-            key = f"{directory.name}/{path.name}"
+    for shard_id, directory in directories:
+        for path in journals(directory):
+            key = journal_key(path)
             offset = offsets.get(key, 0)
             if path.stat().st_size <= offset:
                 continue

@@ -32,38 +32,22 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
-from orchestrator.executor import TaskState, logs_dir
-from tvseg.config import JobConfig, SlurmConfig, format_slurm_mem
+from orchestrator.task_state import TaskState
+from tvseg.config import JobConfig, SlurmConfig, format_slurm_mem, parse_size
 from tvseg.errors import ExecutorError
 from tvseg.journal import atomic_write_text
-from worker.main import REQUEUE_SIGNAL
-from worker.task import ShardTask
+from tvseg.slurm_client import backoff, call, is_transient, message, query
+from tvseg.task import REQUEUE_SIGNAL, ShardTask
 
 SUBMITIT_DIR = "submitit"  # under <workdir>/logs
-COMMAND_TIMEOUT_S = 120.0
-BACKOFF_S = 2.0  # the wait after a first transient failure; doubles after each one
 SBATCH_ATTEMPTS = 5
-QUERY_ATTEMPTS = 3  # sacct, scontrol, scancel, squeue
-# What SLURM's clients print when slurmctld or slurmdbd is busy or briefly unreachable.
-TRANSIENT = (
-    "socket timed out",
-    "unable to contact slurm controller",
-    "connection refused",
-    "connection timed out",
-    "resource temporarily unavailable",
-    "temporarily unable to accept job",
-    "did not answer within",  # our own timeout of a client command
-)
-
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "DerivedExitCode", "MaxRSS", "ReqMem", "AllocCPUS", "Timelimit",
                 "NodeList", "End")
 STOPPING_MARGIN_S = 5.0  # after End + KillWait, for the last journal writes to reach the shared filesystem
@@ -73,8 +57,6 @@ ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_F
                     "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT",
                     "RESV_DEL_HOLD"})
 MEMORY_KILL_RSS_FRACTION = 0.95  # MaxRSS is sampled: a kill for memory shows it at (or past) the request
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGTP]?)([nc]?)$")
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 _ARRAY_RANGE = re.compile(r"^(\d+)_\[([\d,\-]+)(?:%\d+)?\]$")
 
 
@@ -235,52 +217,13 @@ def _signal(text: str) -> int:
 
 def _bytes(text: str, cpus: int = 1) -> int:
     """A sacct size ('136284K', '1.50G', '4000Mc' per CPU, '16Gn' per node) -> bytes; 0 if empty."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        return 0
-    size = float(match.group(1)) * _UNITS[match.group(2)]
-    return int(size * max(cpus, 1) if match.group(3) == "c" else size)
-
-
-# --- running SLURM's clients -------------------------------------------------------------
-
-
-def _call(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    text = text.strip()
+    per = text[-1:] if text[-1:] in ("n", "c") else ""
     try:
-        return subprocess.run(args, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              errors="replace", timeout=COMMAND_TIMEOUT_S)
-    except FileNotFoundError:
-        raise ExecutorError(f"{args[0]} is not on PATH: SLURM's client commands are needed on this machine") from None
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(args, -1, "", f"{args[0]} did not answer within {COMMAND_TIMEOUT_S:.0f} s")
-
-
-def _message(proc: subprocess.CompletedProcess) -> str:
-    lines = [line for line in (proc.stderr.strip() or proc.stdout.strip()).splitlines() if line.strip()]
-    return "\n".join(lines[-5:]) or f"exit status {proc.returncode} and no message"
-
-
-def _transient(message: str) -> bool:
-    return any(marker in message.lower() for marker in TRANSIENT)
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(BACKOFF_S * 2 ** (attempt - 1))
-
-
-def _query(args: list[str], attempts: int = QUERY_ATTEMPTS) -> str:
-    """Run a SLURM client; transient failures are retried with backoff.  Returns stdout."""
-    message = ""
-    for attempt in range(attempts):
-        if attempt:
-            _backoff(attempt)
-        proc = _call(args)
-        if proc.returncode == 0:
-            return proc.stdout
-        message = _message(proc)
-        if not _transient(message):
-            raise ExecutorError(f"{args[0]} failed: {message}")
-    raise ExecutorError(f"{args[0]} failed {attempts} times; the last time: {message}")
+        size = parse_size(text[: len(text) - len(per)])
+    except ValueError:
+        return 0
+    return size * max(cpus, 1) if per == "c" else size
 
 
 class SlurmExecutor:
@@ -296,7 +239,7 @@ class SlurmExecutor:
     def _setting(self, key: str) -> int:
         """A number from ``scontrol show config`` (read once): MaxArraySize, KillWait."""
         if self._settings is None:
-            out = _query(["scontrol", "show", "config"])
+            out = query(["scontrol", "show", "config"])
             self._settings = dict(re.findall(r"^(\w+)\s*=\s*(\d+)(?: sec)?\s*$", out, re.MULTILINE))
         if key not in self._settings:
             raise ExecutorError(f"'scontrol show config' does not show {key}")
@@ -309,7 +252,7 @@ class SlurmExecutor:
         from submitit.core.utils import DelayedSubmission  # noqa: PLC0415 - keep `status` free of submitit
         from worker.main import run_shard  # noqa: PLC0415
 
-        logs = logs_dir(self.config)
+        logs = self.config.logs_dir
         folder = logs / SUBMITIT_DIR
         folder.mkdir(parents=True, exist_ok=True)
         chunks = array_chunks(len(tasks), self.max_array_size())
@@ -350,32 +293,32 @@ class SlurmExecutor:
     def _sbatch(self, script: Path, name: str) -> str:
         """Submit one script; the array job id.  A transient failure may hide an accepted job
         (the answer was lost): before trying again, look for it by name and folder."""
-        message = ""
+        last = ""
         for attempt in range(SBATCH_ATTEMPTS):
             if attempt:
-                _backoff(attempt)
+                backoff(attempt)
                 found = self._queued_as(name, script.parent)
                 if found:
                     return found
                 if found is None:
                     continue  # cannot tell whether it was accepted: do not risk a second array
-            proc = _call(["sbatch", "--parsable", script.name], cwd=script.parent)
+            proc = call(["sbatch", "--parsable", script.name], cwd=script.parent)
             if proc.returncode == 0:
                 job = proc.stdout.strip().split(";")[0]
                 if job.isdigit():
                     return job
                 raise ExecutorError(f"sbatch gave no job id for array {name} (output: {proc.stdout.strip()!r}; "
-                                    f"{_message(proc)})")
-            message = _message(proc)
-            if not _transient(message):
-                raise ExecutorError(f"sbatch rejected array {name}: {message}")
-        raise ExecutorError(f"sbatch failed {SBATCH_ATTEMPTS} times for array {name}; the last time: {message}")
+                                    f"{message(proc)})")
+            last = message(proc)
+            if not is_transient(last):
+                raise ExecutorError(f"sbatch rejected array {name}: {last}")
+        raise ExecutorError(f"sbatch failed {SBATCH_ATTEMPTS} times for array {name}; the last time: {last}")
 
     @staticmethod
     def _queued_as(name: str, folder: Path) -> str | None:
         """The array job id squeue shows with this name, submitted from this folder; "" if
         none, None if squeue cannot say."""
-        proc = _call(["squeue", "--noheader", f"--name={name}", "--format=%F|%Z"])
+        proc = call(["squeue", "--noheader", f"--name={name}", "--format=%F|%Z"])
         if proc.returncode != 0:
             return None
         for line in proc.stdout.splitlines():
@@ -388,13 +331,13 @@ class SlurmExecutor:
         if not job_ids:
             return {}
         arrays = sorted({j.split("_")[0] for j in job_ids}, key=int)
-        out = _query(["sacct", "--noheader", "--parsable2", f"--format={','.join(SACCT_FIELDS)}",
+        out = query(["sacct", "--noheader", "--parsable2", f"--format={','.join(SACCT_FIELDS)}",
                       f"--jobs={','.join(arrays)}"])
         return parse_sacct(out, job_ids, datetime.now(), self._setting("KillWait") + STOPPING_MARGIN_S)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         if job_ids:
-            _query(["scancel", *job_ids])
+            query(["scancel", *job_ids])
 
     def resources(self) -> dict[str, Any]:
         s = self.config.slurm

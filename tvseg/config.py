@@ -62,7 +62,7 @@ def parse_slurm_mem(text: str | int) -> int:
     m = _SLURM_MEM.match(str(text).strip())
     if not m or int(m.group(1)) < 1:
         raise ValueError(f"not a SLURM memory size: {text!r} (use a number with K, M, G or T; no unit means M)")
-    return int(m.group(1)) * _UNITS[(m.group(2) or "M").upper()]
+    return parse_size(m.group(1) + (m.group(2) or "M"))
 
 
 def format_slurm_mem(n_bytes: int) -> str:
@@ -125,3 +125,8 @@ class JobConfig:
     @property
     def manifest_path(self) -> Path:
         return self.workdir / "manifest.sqlite"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the executors keep their scripts, task logs and submitit's pickles."""
+        return self.workdir / "logs"

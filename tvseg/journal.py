@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -32,10 +33,26 @@ from pathlib import Path
 from typing import Any, Iterator
 
 JOURNALS_DIR = "journals"
+_SHARD_DIR = re.compile(r"^shard-(\d+)$")
+_ATTEMPT = re.compile(r"^attempt-(\d+)\.jsonl$")
 
 
 def shard_dir(workdir: Path, shard_id: int) -> Path:
     return workdir / JOURNALS_DIR / f"shard-{shard_id}"
+
+
+def shard_dirs(workdir: Path) -> list[tuple[int, Path]]:
+    """(shard id, folder) of every shard that has journals under ``workdir``, by id."""
+    root = workdir / JOURNALS_DIR
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _SHARD_DIR.match(p.name)) and p.is_dir()]
+    return sorted(found)
+
+
+def journal_key(path: Path) -> str:
+    """How the manifest names a journal (for its folded offset): ``shard-<id>/attempt-<n>.jsonl``."""
+    return f"{path.parent.name}/{path.name}"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -106,7 +123,8 @@ def read_records(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int
 
 def journals(directory: Path) -> Iterator[Path]:
     """The attempt journals of one shard, oldest first."""
-    return iter(sorted(directory.glob("attempt-*.jsonl"), key=lambda p: int(p.stem.split("-")[1])))
+    found = [(int(m.group(1)), p) for p in directory.glob("attempt-*.jsonl") if (m := _ATTEMPT.match(p.name))]
+    return iter(p for _, p in sorted(found))
 
 
 def settled_in_earlier_attempts(directory: Path) -> set[int]:

@@ -14,13 +14,9 @@ class FileState(str, Enum):
     FAILED = "failed"  # an infrastructure fault or an unexpected error: retryable
     QUARANTINED = "quarantined"  # the input itself is bad: never retried automatically
 
-    @property
-    def finished(self) -> bool:
-        """A finished file needs no more work: it is never picked up again by `retry`
-        (quarantined ones only with an explicit flag)."""
-        return self in FINISHED
 
-
+# A finished file needs no more work: `retry` never picks it up again (quarantined
+# ones only with --include-quarantined).
 FINISHED = frozenset({FileState.DONE, FileState.QUARANTINED})
 
 
@@ -32,10 +28,6 @@ class ShardState(str, Enum):
     RUNNING = "running"  # a worker reported (journal or heartbeat)
     ENDED = "ended"  # the task is over: cleanly, stopped, or dead (see end_reason)
 
-    @property
-    def active(self) -> bool:
-        """An active shard may still change the state of its files."""
-        return self in ACTIVE
 
-
+# An active shard may still change the state of its files.
 ACTIVE = frozenset({ShardState.SUBMITTED, ShardState.RUNNING})

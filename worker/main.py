@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from tvseg.journal import JournalWriter, settled_in_earlier_attempts, shard_dir
+from tvseg.task import REQUEUE_SIGNAL, ShardTask
 from worker.pipeline import Pipeline
 from worker.stages import Stage, stage_class
 from worker.staging import ByteBudget, CopyStager
-from worker.task import ShardTask
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
-REQUEUE_SIGNAL = "USR2"  # SLURM's warning before the time limit (sbatch --signal): stop, then requeue
+STOP_SIGNALS = (signal.SIGTERM, signal.Signals[f"SIG{REQUEUE_SIGNAL}"], signal.SIGINT)
 
 
 def job_id() -> str:

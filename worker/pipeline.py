@@ -23,9 +23,9 @@ from typing import Sequence
 from tvseg.errors import BadInput, FileError, RetryableError
 from tvseg.journal import JournalWriter
 from tvseg.states import FileState
+from tvseg.task import TaskFile
 from worker.stages import FileContext, Stage, StageResult
 from worker.staging import ByteBudget, CopyStager
-from worker.task import TaskFile
 
 
 @dataclass(frozen=True)

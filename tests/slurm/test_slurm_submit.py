@@ -23,9 +23,10 @@ from slurm_helpers import (  # noqa: F401 - shim and sleep_stage are fixtures
     write_slurm_jobs,
 )
 
-from orchestrator import orchestration, slurm
+from orchestrator import orchestration
 from orchestrator.config import load_config
 from orchestrator.slurm import SlurmExecutor
+from tvseg import slurm_client
 from tvseg.errors import ExecutorError
 from tvseg.states import FileState
 
@@ -101,7 +102,7 @@ def test_chunked_submission_runs_every_shard_once(slurm_cluster_max_array, sleep
 
 def test_a_lost_sbatch_answer_is_found_not_submitted_twice(slurm_cluster, sleep_stage, clip_template, tmp_path,
                                                            shim, monkeypatch):
-    monkeypatch.setattr(slurm, "BACKOFF_S", 0.05)
+    monkeypatch.setattr(slurm_client, "BACKOFF_S", 0.05)
     # sbatch submits, then the answer is lost on the way back
     sbatch = shim("sbatch", f'"$REAL" "$@" >/dev/null; echo "{SOCKET_TIMEOUT}" >&2; exit 1')
     jobs = write_slurm_jobs(tmp_path, 2, clip_template, sharding={"files_per_shard": 1})
@@ -114,7 +115,7 @@ def test_a_lost_sbatch_answer_is_found_not_submitted_twice(slurm_cluster, sleep_
 
 def test_transient_sbatch_failures_are_retried_with_backoff(slurm_cluster, sleep_stage, clip_template, tmp_path,
                                                             shim, monkeypatch):
-    monkeypatch.setattr(slurm, "BACKOFF_S", 0.05)
+    monkeypatch.setattr(slurm_client, "BACKOFF_S", 0.05)
     sbatch = shim("sbatch", f'if [ "$N" -le 2 ]; then echo "{SOCKET_TIMEOUT}" >&2; exit 1; fi; exec "$REAL" "$@"')
     jobs = write_slurm_jobs(tmp_path, 2, clip_template, sharding={"files_per_shard": 1})
     config, done = submit(jobs)

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator import orchestration
 from orchestrator.config import load_config
-from orchestrator.executor import TaskState
+from orchestrator.task_state import TaskState
 from orchestrator.manifest import InputFile, Manifest
 from orchestrator.slurm import ArraySpec, array_chunks, parse_sacct, sbatch_script
 from tvseg.config import SlurmConfig

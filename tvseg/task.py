@@ -1,4 +1,9 @@
-"""What the orchestrator hands one array task: a frozen, picklable description of a shard."""
+"""What the orchestrator hands one array task, and how the scheduler warns it of its end.
+
+A ShardTask is a frozen, picklable description of a shard: the executor pickles it
+on the login node and the worker (``worker.main.run_shard``) unpickles it on the
+compute node.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvseg.config import WorkerConfig
+
+# The signal SLURM sends a task ``slurm.signal-delay`` seconds before its time limit
+# (sbatch --signal=B:USR2@delay): the worker stops after the file in hand and requeues.
+REQUEUE_SIGNAL = "USR2"
 
 
 @dataclass(frozen=True)
