@@ -213,7 +213,7 @@ def _cancel(config, args, out: Console) -> ExitCode:
     try:
         for message in orchestration.reconcile(config, manifest):
             _warn(message)
-        cancelled = orchestration.cancel(config, manifest)
+        cancelled = orchestration.cancel(config, manifest, on_warning=_warn)
     finally:
         manifest.close()
     if cancelled:

@@ -445,21 +445,29 @@ class Manifest:
             )
             return [dict(r._mapping) for r in rows]
 
-    def throughput(self, window_s: float) -> dict[str, float]:
-        """Files and media seconds finished in the last ``window_s`` seconds."""
-        since = time.time() - window_s
+    def throughput(self, since: float) -> dict[str, Any]:
+        """What a rate is measured from: the files finished since ``since`` (how many, their
+        media seconds, the earliest start and the last end among them), the earliest start
+        among files running now, and the files the active shards have still to finish."""
+        settled = [s.value for s in FINISHED]
+        open_states = [FileState.PENDING.value, FileState.RUNNING.value]
         with self.engine.connect() as c:
-            row = c.execute(
+            done = c.execute(
                 select(func.count(), func.coalesce(func.sum(files.c.media_seconds), 0.0),
-                       func.min(files.c.finished_at), func.max(files.c.finished_at))
-                .where(files.c.state.in_([s.value for s in FINISHED]), files.c.finished_at >= since)
+                       func.min(files.c.started_at), func.max(files.c.finished_at))
+                .where(files.c.state.in_(settled), files.c.finished_at >= since)
             ).one()
+            running_since = c.execute(
+                select(func.min(files.c.started_at)).where(files.c.state == FileState.RUNNING.value)
+            ).scalar_one()
             remaining = c.execute(
-                select(func.count()).where(files.c.state.not_in([s.value for s in FINISHED]))
+                select(func.count())
+                .select_from(files.join(shards, files.c.shard_id == shards.c.id))
+                .where(files.c.state.in_(open_states), shards.c.state.in_([s.value for s in ACTIVE]))
             ).scalar_one()
         return {
-            "files": row[0], "media_seconds": float(row[1]), "first": row[2] or 0.0, "last": row[3] or 0.0,
-            "remaining_files": remaining,
+            "files": done[0], "media_seconds": float(done[1]), "first_start": done[2], "last_end": done[3],
+            "running_since": running_since, "remaining_files": remaining,
         }
 
     def top_errors(self, limit: int) -> list[tuple[str, int]]:

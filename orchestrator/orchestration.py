@@ -19,7 +19,7 @@ from orchestrator.sharding import plan_shards
 from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig, format_slurm_mem, format_slurm_time, parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExecutorError
-from tvseg.journal import journal_key, journals, read_heartbeat, read_records, shard_dir, shard_dirs
+from tvseg.journal import RECORD_KINDS, journal_key, journals, read_heartbeat, read_records, shard_dir, shard_dirs
 from tvseg.states import FileState, ShardState
 from tvseg.task import ShardTask, TaskFile
 
@@ -134,7 +134,7 @@ def reconcile(config: JobConfig, manifest: Manifest, executor: Executor | None =
         except ExecutorError as exc:
             warnings.append(f"the {executor.name} executor cannot tell the state of its tasks ({exc}); "
                             "judging running tasks by their heartbeats")
-    fold_journals(config.workdir, manifest)
+    fold_journals(config.workdir, manifest, warnings.append)
     stale_after = max(5 * config.worker.heartbeat_seconds, 30.0)
     now = time.time()
     for shard in manifest.active_shards():
@@ -150,8 +150,12 @@ def reconcile(config: JobConfig, manifest: Manifest, executor: Executor | None =
     return warnings
 
 
-def fold_journals(workdir: Path, manifest: Manifest) -> int:
-    """Apply every journal's records past the stored offset; returns records applied."""
+def fold_journals(workdir: Path, manifest: Manifest, on_warning: Callable[[str], None] = lambda message: None) -> int:
+    """Apply every journal's records past the stored offset; returns records applied.
+
+    Records of a kind this version does not know (a newer worker's) are skipped,
+    with one warning per journal that holds some.
+    """
     directories = shard_dirs(workdir)
     if not directories:
         return 0
@@ -165,6 +169,13 @@ def fold_journals(workdir: Path, manifest: Manifest) -> int:
             if path.stat().st_size <= offset:
                 continue
             records, new_offset = read_records(path, offset)
+            known = [r for r in records if isinstance(r, dict) and r.get("kind") in RECORD_KINDS]
+            if len(known) < len(records):
+                kinds = sorted({repr(r.get("kind")) if isinstance(r, dict) else "no kind" for r in records}
+                               - {repr(k) for k in RECORD_KINDS})
+                on_warning(f"{path}: skipped {len(records) - len(known)} record(s) of unknown kind "
+                           f"{', '.join(kinds)} (written by a newer worker?)")
+                records = known
             if new_offset != offset:
                 batch.append((shard_id, key, records, new_offset))
                 applied += len(records)
@@ -237,7 +248,8 @@ def retry(config: JobConfig, manifest: Manifest, plan: RetryPlan, executor: Exec
 
 
 def cancel(config: JobConfig, manifest: Manifest, executor: Executor | None = None,
-           patience_s: float = CANCEL_PATIENCE_S) -> list[int]:
+           patience_s: float = CANCEL_PATIENCE_S,
+           on_warning: Callable[[str], None] = lambda message: None) -> list[int]:
     """Cancel every active task of this run; their shards end, their unfinished files go back
     to pending.  Returns the ids of the shards cancelled.
 
@@ -258,7 +270,7 @@ def cancel(config: JobConfig, manifest: Manifest, executor: Executor | None = No
         if all(j in states and states[j].terminal for j in job_ids):
             break
         time.sleep(1.0)
-    fold_journals(config.workdir, manifest)
+    fold_journals(config.workdir, manifest, on_warning)
     still = {s.id for s in manifest.active_shards()}
     manifest.cancel_shards([s.id for s in shards if s.id in still], "CANCELLED: by orchestrate cancel")
     return [s.id for s in shards]

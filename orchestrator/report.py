@@ -9,34 +9,51 @@ from rich.console import Group
 from rich.table import Table
 
 from orchestrator.manifest import Manifest
-from tvseg.states import FINISHED, FileState, ShardState
+from tvseg.states import ACTIVE, FINISHED, FileState, ShardState
 
 THROUGHPUT_WINDOW_S = 3600.0
 SHARD_ROWS = 15
 ERROR_ROWS = 5
 
 
-def snapshot(manifest: Manifest) -> dict[str, Any]:
+def snapshot(manifest: Manifest, now: float | None = None) -> dict[str, Any]:
     """Counts by state, shard progress, throughput over the last hour, ETA, top errors."""
+    now = time.time() if now is None else now
     counts = manifest.counts()
-    total = sum(counts.values())
-    flow = manifest.throughput(THROUGHPUT_WINDOW_S)
-    span = max(flow["last"] - flow["first"], 0.0)
-    # Over the window, or since the first file finished if that is more recent.
-    elapsed = min(THROUGHPUT_WINDOW_S, max(span, time.time() - flow["first"])) if flow["files"] else 0.0
-    files_per_hour = flow["files"] / elapsed * 3600 if elapsed > 0 else 0.0
-    media_hours_per_hour = flow["media_seconds"] / elapsed if elapsed > 0 else 0.0
+    shard_counts = manifest.shard_counts()
+    flow = manifest.throughput(now - THROUGHPUT_WINDOW_S)
+    seconds = measured_seconds(flow, now, working=any(shard_counts[s] for s in ACTIVE))
+    files_per_hour = flow["files"] / seconds * 3600 if seconds else 0.0
+    media_hours_per_hour = flow["media_seconds"] / seconds if seconds else 0.0
     remaining = flow["remaining_files"]
+    running = shard_counts[ShardState.RUNNING] > 0
     return {
-        "total": total,
+        "total": sum(counts.values()),
         "files": {s.value: counts[s] for s in FileState},
         "finished": sum(counts[s] for s in FINISHED),
-        "shards": {s.value: n for s, n in manifest.shard_counts().items()},
-        "throughput": {"files_per_hour": round(files_per_hour, 2), "media_hours_per_hour": round(media_hours_per_hour, 3)},
-        "eta_seconds": round(remaining / files_per_hour * 3600) if files_per_hour and remaining else None,
+        "shards": {s.value: n for s, n in shard_counts.items()},
+        "throughput": {"files_per_hour": round(files_per_hour, 2), "media_hours_per_hour": round(media_hours_per_hour, 3),
+                       "seconds": round(seconds)},
+        # Only while a worker runs: a rate of work that has stopped says nothing about the rest.
+        "eta_seconds": round(remaining / files_per_hour * 3600) if running and files_per_hour and remaining else None,
         "errors": [{"reason": reason, "files": n} for reason, n in manifest.top_errors(ERROR_ROWS)],
         "shard_progress": manifest.shard_progress(SHARD_ROWS),
     }
+
+
+def measured_seconds(flow: dict[str, Any], now: float, working: bool) -> float:
+    """The time work was running in the window, which the files finished in it are divided by.
+
+    From the first start among those files and the files running now (or the window's
+    start, if that was earlier) to now while shards are active, else to the last end.
+    0 when nothing finished in the window: no rate.
+    """
+    if not flow["files"]:
+        return 0.0
+    starts = [t for t in (flow["first_start"], flow["running_since"]) if t is not None]
+    begin = max(now - THROUGHPUT_WINDOW_S, min(starts)) if starts else now - THROUGHPUT_WINDOW_S
+    end = now if working else flow["last_end"]
+    return max(end - begin, 0.0)
 
 
 _STATE_STYLE = {
@@ -55,7 +72,8 @@ def render(snap: dict[str, Any], title: str) -> Group:
     flow = snap["throughput"]
     eta = snap["eta_seconds"]
     speed = Table.grid(padding=(0, 2))
-    speed.add_row("throughput", f"{flow['files_per_hour']:.1f} files/h", f"{flow['media_hours_per_hour']:.2f} media h/h")
+    speed.add_row("throughput", f"{flow['files_per_hour']:.1f} files/h", f"{flow['media_hours_per_hour']:.2f} media h/h",
+                  f"over {_duration(flow['seconds'])} of work" if flow["seconds"] else "nothing finished in the last hour")
     speed.add_row("ETA", _duration(eta) if eta is not None else "-",
                   "shards: " + ", ".join(f"{n} {s}" for s, n in snap["shards"].items() if n))
 

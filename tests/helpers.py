@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from pathlib import Path
@@ -45,9 +46,19 @@ def journal_records(workdir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, every: float = 0.02) -> None:
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, every: float = 0.02, what: str | None = None) -> Any:
+    """Poll ``predicate`` until it returns something true (returned), for at most ``timeout``
+    seconds; then fail naming what was waited for (``what``, else the predicate's source)."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(f"waited {timeout:g} s for {what or _describe(predicate)}")
         time.sleep(every)
+    return value
+
+
+def _describe(predicate: Callable[[], Any]) -> str:
+    try:
+        return " ".join(inspect.getsource(predicate).split())
+    except (OSError, TypeError):
+        return getattr(predicate, "__qualname__", repr(predicate))

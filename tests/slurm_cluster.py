@@ -29,6 +29,11 @@ def slurm_conf() -> str:
     return str(Path(cluster_dir()).resolve() / "slurm.conf")
 
 
+def in_ci() -> bool:
+    """True under CI (``CI=true``, as CI services and .ci/run set it)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def skip_reason() -> str | None:
     """Why the cluster cannot run here, or None if it can."""
     if os.geteuid() != 0:

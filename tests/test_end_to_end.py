@@ -147,14 +147,16 @@ def test_status_while_workers_write_never_locks_and_adds_up(tmp_path, cli, make_
     jobs = write_jobs(tmp_path, sharding={"files_per_shard": 5})
     assert cli("submit", jobs).code == 0
     seen = []
-    while True:
+
+    def all_ended() -> bool:
         run = cli("status", jobs, "--json")
         assert run.code == 0, run.err
         snap = run.json()
         assert sum(snap["files"].values()) == snap["total"] == 30
         seen.append(snap["files"]["done"])
-        if snap["shards"]["ended"] == 6:
-            break
+        return snap["shards"]["ended"] == 6
+
+    wait_for(all_ended, timeout=120, every=0.05, what="status to show the 6 shards ended")
     assert seen[-1] == 30 and len(seen) > 1
 
 

@@ -7,13 +7,28 @@ import random
 from orchestrator.sharding import plan_shards
 
 
+GB = 10**9
+
+
 def _plan(sizes, files=None, bytes_=None):
     items = [(f"/a/{i:03d}.mp4", s) for i, s in enumerate(sizes)]
     return plan_shards(items, lambda i: i[1], lambda i: i[0], files, bytes_)
 
 
+def _sizes(n: int, low: int, high: int, seed: int) -> list[int]:
+    """``n`` sizes drawn from one generator (one per test), so that they really vary."""
+    rng = random.Random(seed)
+    sizes = [rng.randint(low, high) for _ in range(n)]
+    assert len(set(sizes)) > 0.9 * n
+    return sizes
+
+
+def _loads(shards) -> list[int]:
+    return [sum(s for _, s in shard) for shard in shards]
+
+
 def test_same_inputs_same_shards_whatever_the_order():
-    sizes = [random.Random(7).randint(1, 10**9) for _ in range(200)]
+    sizes = _sizes(200, 1, 10**9, seed=7)
     first = _plan(sizes, files=20)
     items = [(f"/a/{i:03d}.mp4", s) for i, s in enumerate(sizes)]
     random.Random(1).shuffle(items)
@@ -22,13 +37,32 @@ def test_same_inputs_same_shards_whatever_the_order():
 
 
 def test_balanced_by_bytes_and_capped_by_count():
-    sizes = [random.Random(3).randint(10**8, 8 * 10**9) for _ in range(1000)]
+    sizes = _sizes(1000, GB // 10, 8 * GB, seed=3)
     shards = _plan(sizes, files=25)
     assert len(shards) == 40
     assert max(len(s) for s in shards) <= 25
-    loads = [sum(s for _, s in shard) for shard in shards]
-    assert max(loads) / min(loads) < 1.05
+    loads = _loads(shards)
+    assert max(loads) / min(loads) < 1.01  # dealt out in turn, largest first, they would differ by 8 %
     assert sorted(p for shard in shards for p, _ in shard) == sorted(f"/a/{i:03d}.mp4" for i in range(1000))
+
+
+def test_a_few_huge_files_among_many_small_ones():
+    """LPT's promise: a file goes to the lightest shard, largest first, so the last (smallest) file
+    of every shard arrived when that shard was the lightest: no shard is heavier than the lightest
+    by more than its own smallest file.  Huge files therefore sit alone in their shards (the rest
+    never catch up with them) and the small ones balance the other shards to within a small file."""
+    small = _sizes(400, GB // 10, 2 * GB, seed=11)
+    huge = [90 * GB, 80 * GB, 70 * GB]
+    sizes = small[:100] + huge + small[100:]
+    shards = _plan(sizes, bytes_=50 * GB)
+    loads = _loads(shards)
+    assert len(shards) == -(-sum(sizes) // (50 * GB)) == 13
+    for shard, load in zip(shards, loads):
+        assert load - min(s for _, s in shard) <= min(loads), (load, min(loads))
+    alone = sorted(shard[0][1] for shard in shards if len(shard) == 1)
+    assert alone == sorted(huge)
+    others = [load for shard, load in zip(shards, loads) if len(shard) > 1]
+    assert max(others) - min(others) <= 2 * GB
 
 
 def test_bytes_target_sets_the_shard_count():

@@ -11,7 +11,8 @@ Layout under <workdir>/journals/::
     shard-<id>/attempt-<n>.jsonl   one per task attempt (a requeue is a new attempt)
     shard-<id>/heartbeat.json      {"host", "pid", "time", "journal"}, rewritten atomically
 
-Record kinds (every record has "kind" and "time")::
+Record kinds (every record has "kind" and "time"; a reader skips kinds it does not
+know, with a warning, so that a newer worker never bricks an older orchestrator)::
 
     task_start  shard, attempt, host, pid, job_id, skipped (file ids settled earlier)
     file_start  file_id
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 JOURNALS_DIR = "journals"
+RECORD_KINDS = frozenset({"task_start", "file_start", "file_end", "task_end"})  # what a reader may rely on
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
 _ATTEMPT = re.compile(r"^attempt-(\d+)\.jsonl$")
 

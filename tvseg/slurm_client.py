@@ -27,17 +27,21 @@ TRANSIENT = (
     "temporarily unable to accept job",
     "did not answer within",  # our own timeout of a client command
 )
+REQUEUE_TIMEOUT_S = 20.0  # per try: 3 tries and their backoff fit well within slurm.signal-delay
+ALREADY_REQUEUED = "pending execution"  # scontrol requeue of a job that is back in the queue
 
 
-def call(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run a client once, within COMMAND_TIMEOUT_S (a timeout reads as a transient failure)."""
+def call(args: list[str], cwd: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a client once, within ``timeout`` (default COMMAND_TIMEOUT_S); a timeout reads as
+    a transient failure."""
+    timeout = COMMAND_TIMEOUT_S if timeout is None else timeout
     try:
         return subprocess.run(args, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              errors="replace", timeout=COMMAND_TIMEOUT_S)
+                              errors="replace", timeout=timeout)
     except FileNotFoundError:
         raise ExecutorError(f"{args[0]} is not on PATH: SLURM's client commands are needed on this machine") from None
     except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(args, -1, "", f"{args[0]} did not answer within {COMMAND_TIMEOUT_S:.0f} s")
+        return subprocess.CompletedProcess(args, -1, "", f"{args[0]} did not answer within {timeout:g} s")
 
 
 def message(proc: subprocess.CompletedProcess) -> str:
@@ -55,19 +59,35 @@ def backoff(attempt: int) -> None:
     time.sleep(BACKOFF_S * 2 ** (attempt - 1))
 
 
-def query(args: list[str], attempts: int = QUERY_ATTEMPTS) -> str:
+def query(args: list[str], attempts: int = QUERY_ATTEMPTS, done_before: str | None = None,
+          timeout: float | None = None) -> str:
     """Run a SLURM client; transient failures are retried with backoff.  Returns stdout.
 
-    Raises ExecutorError with the client's own message.
+    A transient failure may hide a command that took effect (the answer was lost):
+    ``done_before`` is what the client says, when tried again, if the earlier try
+    did; then that counts as success.  Raises ExecutorError with the client's own
+    message.
     """
     last = ""
     for attempt in range(attempts):
         if attempt:
             backoff(attempt)
-        proc = call(args)
+        proc = call(args, timeout=timeout)
         if proc.returncode == 0:
             return proc.stdout
         last = message(proc)
+        if attempt and done_before and done_before in last.lower():
+            return proc.stdout
         if not is_transient(last):
             raise ExecutorError(f"{args[0]} failed: {last}")
     raise ExecutorError(f"{args[0]} failed {attempts} times; the last time: {last}")
+
+
+def requeue(job_id: str) -> None:
+    """Have SLURM run this job (or array task, ``<array id>_<index>``) again: ``scontrol requeue``.
+
+    Retried like a query, with a shorter timeout: the caller is near its time limit.  A
+    second try that finds the job already back in the queue ("pending execution") means
+    the first went through.  Raises ExecutorError.
+    """
+    query(["scontrol", "requeue", job_id], done_before=ALREADY_REQUEUED, timeout=REQUEUE_TIMEOUT_S)

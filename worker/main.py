@@ -11,13 +11,14 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from tvseg.errors import ExecutorError
 from tvseg.journal import JournalWriter, settled_in_earlier_attempts, shard_dir
+from tvseg.slurm_client import requeue
 from tvseg.task import REQUEUE_SIGNAL, ShardTask
 from worker.pipeline import Pipeline
 from worker.stages import Stage, stage_class
@@ -68,12 +69,10 @@ def _heartbeat(journal: JournalWriter, every: float, done: threading.Event) -> N
 
 
 def _requeue() -> str:
-    """Have SLURM run this task again, through submitit's job environment; why not, or ''."""
-    import submitit  # noqa: PLC0415 - only a SLURM task gets here
-
+    """Have SLURM run this task again (scontrol requeue, with a timeout and retries); why not, or ''."""
     try:
-        submitit.JobEnvironment()._requeue(0)  # scontrol requeue <array job id>_<index>
-    except (subprocess.SubprocessError, OSError) as exc:
+        requeue(job_id())
+    except ExecutorError as exc:
         return f"SIG{REQUEUE_SIGNAL} before every file was handled; the requeue failed: {exc}"
     return ""
 

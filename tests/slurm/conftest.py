@@ -10,7 +10,8 @@ at session end if this session started it. State dir: TVSEG_SLURM_DIR (/tmp/tvse
 restarts slurmctld/slurmd with MaxArraySize=4 and returns the env dict; the default
 (10001) is restored after the test.
 
-Skipped only when not root or SLURM is not installed; CI installs it, so they run there.
+Skipped only when not root or SLURM is not installed, and never in CI (``CI`` set, as CI
+services do): there they are the proof that the real thing works, so they fail instead.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import slurm_cluster as devcluster  # noqa: E402
 @pytest.fixture(scope="session")
 def slurm_cluster():
     reason = devcluster.skip_reason()
+    if reason and devcluster.in_ci():
+        pytest.fail(f"CI={os.environ['CI']}: the SLURM tests must run here, and cannot: {reason}", pytrace=False)
     if reason:
         pytest.skip(reason)
     was_up = devcluster.is_up()

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator import orchestration
 from orchestrator.config import load_config
-from tests.helpers import merge, write_jobs
+from tests.helpers import merge, wait_for, write_jobs
 from tvseg.config import JobConfig
 from tvseg.states import FileState
 from worker import stages
@@ -86,12 +86,9 @@ def settle(config: JobConfig, timeout: float = 180.0, every: float = 1.0) -> tup
         manifest.close()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 120.0, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(every)
-    return value
+def wait_until(predicate: Callable[[], Any], timeout: float = 120.0, every: float = 0.5, what: str | None = None) -> Any:
+    """tests.helpers.wait_for with the slower pace of SLURM."""
+    return wait_for(predicate, timeout=timeout, every=every, what=what)
 
 
 def attempts(workdir: Path) -> dict[int, list[list[dict[str, Any]]]]:
@@ -156,7 +153,7 @@ def final_sacct_rows(array_ids: list[str], *options: str, count: int | None = No
         busy = any(r["State"] in ("PENDING", "RUNNING", "COMPLETING") for r in rows)
         return rows if rows and not busy and (count is None or len(rows) == count) else None
 
-    return wait_until(ready, timeout=60)
+    return wait_until(ready, timeout=60, what=f"sacct to show the final row(s) ({count or 'any number'}) of arrays {array_ids}")
 
 
 class Shim:

@@ -41,8 +41,9 @@ def wait_sacct_final(job_id: str, n: int, timeout: float = 60) -> list[dict]:
     while True:
         rows = sacct_rows(job_id)
         done = [r for r in rows if r["State"] not in ("PENDING", "RUNNING", "REQUEUED") and r["End"] != "Unknown"]
-        if len(done) >= n or time.monotonic() > deadline:
+        if len(done) >= n:
             return rows
+        assert time.monotonic() < deadline, f"waited {timeout} s for {n} final sacct rows of job {job_id}: {rows}"
         time.sleep(0.5)
 
 
@@ -97,11 +98,12 @@ def test_array_throttle_is_respected(slurm_cluster, tmp_path):
     # poll squeue while the array runs ...
     max_running = 0
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+    while True:
         out = run("squeue", "-h", "-r", "-j", job_id, "-o", "%T").stdout.split()
         max_running = max(max_running, out.count("RUNNING"))
         if not out:
             break
+        assert time.monotonic() < deadline, f"waited 180 s for array {job_id} to leave the queue: {out}"
         time.sleep(0.3)
     assert max_running <= 3
     # ... and check the accounting records: never more than 3 tasks overlapping
@@ -145,7 +147,8 @@ def test_requeue_runs_job_again(slurm_cluster):
 
 
 def test_submitit_map_array(slurm_cluster, tmp_path):
-    submitit = pytest.importorskip("submitit")
+    import submitit  # noqa: PLC0415 - a dependency of tvseg
+
     executor = submitit.AutoExecutor(folder=tmp_path / "submitit")
     assert executor.cluster == "slurm"
     executor.update_parameters(timeout_min=5, slurm_partition="debug", slurm_array_parallelism=3, cpus_per_task=1)
