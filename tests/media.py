@@ -106,3 +106,14 @@ def make_long(path: Path, src: Path, seconds: float) -> Path:
     _run(["ffmpeg", "-nostdin", "-y", "-stream_loop", "-1", "-i", str(src),
           "-t", str(seconds), "-vn", "-c:a", "copy", str(path)])
     return path
+
+
+def assert_same_segmentation(got, want) -> None:
+    """The decisions are the package's: the same labels in the same order, every boundary
+    within one decision frame (20 ms) of the package's; 1e-6 s more for the float product
+    frame * FRAME_S and the 2 decimals of segments.csv."""
+    from worker.segmentation import FRAME_S  # noqa: PLC0415 - numpy, for the stage tests only
+
+    assert [s[0] for s in got] == [s[0] for s in want], (got, want)
+    for g, w in zip(got, want):
+        assert abs(g[1] - w[1]) <= FRAME_S + 1e-6 and abs(g[2] - w[2]) <= FRAME_S + 1e-6, (g, w)

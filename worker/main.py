@@ -24,7 +24,8 @@ from worker.pipeline import Pipeline
 from worker.stages import Stage, stage_class
 from worker.staging import ByteBudget, CopyStager
 
-STOP_SIGNALS = (signal.SIGTERM, signal.Signals[f"SIG{REQUEUE_SIGNAL}"], signal.SIGINT)
+REQUEUE_SIG = signal.Signals[f"SIG{REQUEUE_SIGNAL}"]
+STOP_SIGNALS = (signal.SIGTERM, REQUEUE_SIG, signal.SIGINT)
 
 
 def job_id() -> str:
@@ -52,8 +53,12 @@ class StopFlag:
             self._previous[sig] = signal.signal(sig, self._on_signal)
 
     def restore(self) -> None:
+        """The shard is over: the previous handlers again, but the requeue signal ignored from now
+        on.  SLURM's warning may come late (it checks limits about every 30 s): after the last
+        journal record it must neither kill the process that reports success (USR2's default, also
+        what Python restores while it exits) nor have submitit's handler requeue a finished task."""
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if sig == REQUEUE_SIG else handler)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signal_name = signal.Signals(signum).name

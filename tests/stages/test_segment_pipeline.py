@@ -1,4 +1,5 @@
-"""`probe` + `segment` end to end through the local executor: real worker processes, real model."""
+"""`probe` + `segment` end to end through the local executor: real worker processes, real model;
+the segments equal those of the package's own Segmenter on the whole file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 from tests.helpers import journal_records, write_jobs
+from tests.media import assert_same_segmentation
+from worker.models import load_segmenter
 
 
 def orchestrate(*args) -> subprocess.CompletedProcess:
@@ -38,9 +41,11 @@ def test_probe_and_segment_through_the_local_executor(weird_tmp_path, program, m
 
     outputs = sorted((weird_tmp_path / "work" / "outputs").glob("*/segments.csv"))
     assert len(outputs) == 2
+    package = load_segmenter(model_dir, detect_gender=False)(str(source))  # the package on the whole file
     for path in outputs:
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
+        assert_same_segmentation([(r["labels"], float(r["start"]), float(r["stop"])) for r in rows], package)
         music = [(float(r["start"]), float(r["stop"])) for r in rows if r["labels"] == "music"]
         (start, stop), = [(a, b) for label, a, b in truth if label == "music"]
         assert len(music) == 1 and abs(music[0][0] - start) < 1 and abs(music[0][1] - stop) < 1
