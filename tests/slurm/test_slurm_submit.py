@@ -60,7 +60,8 @@ def test_one_array_completes_within_its_throttle(slurm_cluster, sleep_stage, cli
     assert counts[FileState.DONE] == 30 and sum(counts.values()) == 30
     assert len(sacct.calls()) == refreshes  # one batched call per refresh
     assert {r["State"] for r in final_sacct_rows([array], "-X", count=6)} == {"COMPLETED"}
-    assert arrays_named("t-s1", config.workdir / "logs") == [array]
+    wait_until(lambda: arrays_named("t-s1", config.workdir / "logs") == [array], timeout=30,
+               what=f"sacct to list array {array} as the only t-s1 from {config.workdir / 'logs'}")
     assert (config.workdir / "logs" / f"{array}_5.log").is_file()
     spans = task_spans(config.workdir)
     assert len(spans) == 6  # one attempt per shard
@@ -110,7 +111,9 @@ def test_a_lost_sbatch_answer_is_found_not_submitted_twice(slurm_cluster, sleep_
     assert len(sbatch.calls()) == 1
     counts, _ = settle(config)
     assert counts[FileState.DONE] == 2
-    assert arrays_named("t-s1", config.workdir / "logs") == arrays_of(done.job_ids)
+    # one array with this name from this folder (sacct may list a finished job a moment late)
+    wait_until(lambda: arrays_named("t-s1", config.workdir / "logs") == arrays_of(done.job_ids), timeout=30,
+               what=f"sacct to list array {arrays_of(done.job_ids)} as the only t-s1 from {config.workdir / 'logs'}")
 
 
 def test_transient_sbatch_failures_are_retried_with_backoff(slurm_cluster, sleep_stage, clip_template, tmp_path,
