@@ -12,12 +12,11 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from sqlalchemy import (
-    bindparam,
-    or_,
     Column,
     Float,
     ForeignKey,
@@ -27,14 +26,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
+    case,
     create_engine,
     event,
     func,
     insert,
+    inspect,
+    or_,
     select,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DatabaseError
+from sqlalchemy.schema import CreateColumn
 
 from tvseg.errors import ManifestError, UsageError
 from tvseg.states import ACTIVE, FINISHED, FileState, ShardState
@@ -63,6 +68,8 @@ files = Table(
     Column("added_at", Float, nullable=False),
 )
 Index("files_state_finished", files.c.state, files.c.finished_at)
+# Folding and ending shards look up one shard's files in one state.
+Index("files_shard_state", files.c.shard_id, files.c.state)
 
 shards = Table(
     "shards",
@@ -160,6 +167,8 @@ class Manifest:
                         c.execute(insert(meta).values(key="schema", value=str(SCHEMA_VERSION)))
             with self.engine.connect() as c:
                 version = c.execute(select(meta.c.value).where(meta.c.key == "schema")).scalar()
+            if version == str(SCHEMA_VERSION):
+                _upgrade(self.engine)
         except DatabaseError as exc:
             raise ManifestError(f"{path}: cannot open the manifest: {exc.orig}") from None
         if version != str(SCHEMA_VERSION):
@@ -264,69 +273,35 @@ class Manifest:
         with self.engine.connect() as c:
             return {r.path: r.offset for r in c.execute(select(journal_offsets))}
 
-    def apply_journals(self, batch: Iterable[tuple[int, str, list[dict[str, Any]], int]]) -> None:
-        """Fold (shard id, journal, new records, new offset) items in one transaction."""
-        with self.engine.begin() as c:
-            for shard_id, journal, records, offset in batch:
-                self._apply_journal(c, shard_id, journal, records, offset)
+    def apply_journals(self, batch: Sequence[tuple[int, str, list[dict[str, Any]], int]]) -> None:
+        """Fold (shard id, journal, new records, new offset) items, in order, in one transaction.
 
-    def _apply_journal(self, c: Any, shard_id: int, journal: str, records: Iterable[dict[str, Any]],
-                       offset: int) -> None:
-        """Fold one journal's new records and move its offset, inside the caller's transaction.
-
-        Idempotent: the offset moves with the records, a file only moves forward
+        Idempotent: the offsets move with the records, a file only moves forward
         (pending -> running -> settled), and a record about a file no longer assigned
-        to this shard (repacked by retry since) is ignored.  Records of one kind are
-        applied together (executemany); within a journal a file's start precedes its
-        end, so the outcome is that of applying them in order.
+        to the journal's shard (repacked by retry since) is ignored.
+
+        Few statements, many rows: the journals of different shards touch disjoint rows
+        (a record moves only the files its shard holds, and that shard), so the items
+        are applied in rounds - every shard's first journal of the batch, then every
+        second one, ... - each round a handful of executemany statements over all its
+        journals.  Within a journal a task_start precedes its file records and a
+        task_end follows them, so applying the records kind by kind gives the outcome
+        of applying them in order.
         """
-        by_kind: dict[str, list[dict[str, Any]]] = {"task_start": [], "file_start": [], "file_end": [], "task_end": []}
-        for rec in records:
-            by_kind[rec["kind"]].append(rec)
-        open_states = [FileState.PENDING.value, FileState.RUNNING.value]
-        for rec in by_kind["task_start"]:
-            c.execute(
-                update(shards)
-                .where(shards.c.id == shard_id, shards.c.state.in_([s.value for s in ACTIVE]))
-                .values(state=ShardState.RUNNING.value, started_at=rec["time"], host=rec["host"], pid=rec["pid"])
-            )
-        if by_kind["file_start"]:
-            c.execute(
-                update(files)
-                .where(files.c.id == bindparam("fid"), files.c.shard_id == shard_id,
-                       files.c.state == FileState.PENDING.value)
-                .values(state=FileState.RUNNING.value, attempts=files.c.attempts + 1, started_at=bindparam("t")),
-                [{"fid": r["file_id"], "t": r["time"]} for r in by_kind["file_start"]],
-            )
-        if by_kind["file_end"]:
-            c.execute(
-                update(files)
-                .where(files.c.id == bindparam("fid"), files.c.shard_id == shard_id,
-                       or_(*(files.c.state == st for st in open_states)))  # IN cannot executemany
-                .values(state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"),
-                        finished_at=bindparam("t"), seconds=bindparam("sec"), media_seconds=bindparam("media"),
-                        outputs=bindparam("out")),
-                [
-                    {"fid": r["file_id"], "st": FileState(r["state"]).value, "ec": r.get("error_class"),
-                     "err": r.get("error"), "t": r["time"], "sec": r.get("seconds", {}).get("total"),
-                     "media": r.get("facts", {}).get("duration_s"), "out": json.dumps(r.get("outputs", []))}
-                    for r in by_kind["file_end"]
-                ],
-            )
-        for rec in by_kind["task_end"]:
-            if rec["reason"] == "requeued":  # the scheduler runs the task again; that attempt resumes the shard
-                c.execute(
-                    update(shards)
-                    .where(shards.c.id == shard_id, shards.c.state.in_([s.value for s in ACTIVE]))
-                    .values(state=ShardState.SUBMITTED.value)
-                )
-                continue
-            reason = f"{rec['reason']}: {rec['detail']}" if rec.get("detail") else rec["reason"]
-            self._end_shard(c, shard_id, reason, rec["time"])
-        if c.execute(select(journal_offsets.c.path).where(journal_offsets.c.path == journal)).first():
-            c.execute(update(journal_offsets).where(journal_offsets.c.path == journal).values(offset=offset))
-        else:
-            c.execute(insert(journal_offsets).values(path=journal, offset=offset))
+        rounds: list[list[tuple[int, list[dict[str, Any]]]]] = []
+        seen: Counter[int] = Counter()
+        offsets: dict[str, int] = {}
+        for shard_id, journal, records, offset in batch:
+            index = seen[shard_id]
+            seen[shard_id] += 1
+            if index == len(rounds):
+                rounds.append([])
+            rounds[index].append((shard_id, records))
+            offsets[journal] = offset
+        with self.engine.begin() as c:
+            for items in rounds:
+                _fold_round(c, items)
+            _executemany(c, _MOVE_OFFSET, [{"path": path, "offset": offset} for path, offset in offsets.items()])
 
     # --- ending shards -----------------------------------------------------------------
 
@@ -346,43 +321,16 @@ class Manifest:
     def end_shard(self, shard_id: int, reason: str) -> None:
         """The task is over without (or before) saying so: release its files."""
         with self.engine.begin() as c:
-            self._end_shard(c, shard_id, reason, time.time())
+            _end_shards(c, [(shard_id, reason, time.time())])
 
     def cancel_shards(self, shard_ids: Sequence[int], reason: str) -> None:
         """The tasks were cancelled: end the shards, their files in hand back to pending."""
+        if not shard_ids:
+            return
         now = time.time()
         with self.engine.begin() as c:
-            for shard_id in shard_ids:
-                c.execute(
-                    update(files)
-                    .where(files.c.shard_id == shard_id, files.c.state == FileState.RUNNING.value)
-                    .values(state=FileState.PENDING.value)
-                )
-                self._end_shard(c, shard_id, reason, now)
-
-    @staticmethod
-    def _end_shard(c: Any, shard_id: int, reason: str, when: float) -> None:
-        ended = c.execute(
-            update(shards)
-            .where(shards.c.id == shard_id, shards.c.state != ShardState.ENDED.value)
-            .values(state=ShardState.ENDED.value, ended_at=when, end_reason=reason)
-        ).rowcount
-        if not ended:
-            return
-        # The file in hand when the task ended failed with the task's reason (retryable);
-        # files never reached stay pending, noted with why, for retry to pick up.
-        c.execute(
-            update(files)
-            .where(files.c.shard_id == shard_id, files.c.state == FileState.RUNNING.value)
-            .values(state=FileState.FAILED.value, error_class="TaskEnded",
-                    error=f"the task ended while on this file: {reason}", finished_at=when)
-        )
-        if not reason.startswith("complete"):
-            c.execute(
-                update(files)
-                .where(files.c.shard_id == shard_id, files.c.state == FileState.PENDING.value)
-                .values(error_class="TaskEnded", error=f"not reached: {reason}")
-            )
+            _executemany(c, _RELEASE_IN_HAND, [{"sid": shard_id} for shard_id in shard_ids])
+            _end_shards(c, [(shard_id, reason, now) for shard_id in shard_ids])
 
     # --- retry -------------------------------------------------------------------------
 
@@ -486,7 +434,177 @@ class Manifest:
             return [dict(r._mapping) for r in rows]
 
 
+def _upgrade(engine: Any) -> None:
+    """Bring a manifest an older tvseg made up to this schema, in place and additively:
+    missing tables, columns (every later column is nullable) and indexes are created;
+    nothing is dropped or changed, so the older tvseg still reads it."""
+    with engine.begin() as c:
+        inspector = inspect(c)
+        present = set(inspector.get_table_names())
+        quote = c.dialect.identifier_preparer
+        for table in metadata.sorted_tables:
+            if table.name not in present:
+                table.create(c)
+                continue
+            columns = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in columns:
+                    ddl = CreateColumn(column).compile(dialect=c.dialect)
+                    c.exec_driver_sql(f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {ddl}")
+            indexes = {index["name"] for index in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in indexes:
+                    index.create(c)
+
+
 def _reason_key(error: str | None) -> str:
     """Group errors that differ only by the file they name."""
     line = (error or "").splitlines()[0] if error else ""
     return line.split(": ", 1)[1][:120] if line.startswith("/") and ": " in line else line[:120]
+
+
+# --- folding, as a few executemany statements --------------------------------------------
+# Bound names never equal a column's name (SQLAlchemy keeps those for SET values).
+# ``IN`` cannot be executed many times over with one parameter list: equalities OR'ed instead.
+
+_PENDING, _RUNNING = FileState.PENDING.value, FileState.RUNNING.value
+_OPEN = or_(files.c.state == _PENDING, files.c.state == _RUNNING)
+_SHARD_ACTIVE = or_(*(shards.c.state == s.value for s in sorted(ACTIVE)))
+
+_START_TASK = (
+    update(shards)
+    .where(shards.c.id == bindparam("sid"), _SHARD_ACTIVE)
+    .values(state=ShardState.RUNNING.value, started_at=bindparam("t"), host=bindparam("b_host"),
+            pid=bindparam("b_pid"))
+)
+_START_FILE = (
+    update(files)
+    .where(files.c.id == bindparam("fid"), files.c.shard_id == bindparam("sid"), files.c.state == _PENDING)
+    .values(state=_RUNNING, attempts=files.c.attempts + 1, started_at=bindparam("t"))
+)
+# A file's end, and its start when the same journal holds it ("ts" not null): a start applies
+# only to a pending file, an end to a pending or running one; SET reads the row as it was.
+_END_FILE = (
+    update(files)
+    .where(files.c.id == bindparam("fid"), files.c.shard_id == bindparam("sid"), _OPEN)
+    .values(
+        state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"), finished_at=bindparam("t"),
+        seconds=bindparam("sec"), media_seconds=bindparam("media"), outputs=bindparam("out"),
+        attempts=files.c.attempts + case((files.c.state == _PENDING, bindparam("inc", type_=Integer)), else_=0),
+        started_at=case((files.c.state == _PENDING, func.coalesce(bindparam("ts", type_=Float), files.c.started_at)),
+                        else_=files.c.started_at),
+    )
+)
+_REQUEUE_TASK = update(shards).where(shards.c.id == bindparam("sid"), _SHARD_ACTIVE).values(
+    state=ShardState.SUBMITTED.value)
+_RELEASE_IN_HAND = update(files).where(files.c.shard_id == bindparam("sid"), files.c.state == _RUNNING).values(
+    state=_PENDING)
+# Ending a shard moves its files only if it has not ended before (then the shard itself).
+_NOT_ENDED = (
+    select(shards.c.state).where(shards.c.id == bindparam("sid")).scalar_subquery() != ShardState.ENDED.value
+)
+_FAIL_IN_HAND = (
+    update(files)
+    .where(files.c.shard_id == bindparam("sid"), files.c.state == _RUNNING, _NOT_ENDED)
+    .values(state=FileState.FAILED.value, error_class="TaskEnded", error=bindparam("in_hand"),
+            finished_at=bindparam("t"))
+)
+_NOTE_UNREACHED = (
+    update(files)
+    .where(files.c.shard_id == bindparam("sid"), files.c.state == _PENDING, _NOT_ENDED)
+    .values(error_class="TaskEnded", error=bindparam("note"))
+)
+_END_SHARD = (
+    update(shards)
+    .where(shards.c.id == bindparam("sid"), shards.c.state != ShardState.ENDED.value)
+    .values(state=ShardState.ENDED.value, ended_at=bindparam("t"), end_reason=bindparam("reason"))
+)
+_ADD_OFFSET = sqlite_insert(journal_offsets)
+_MOVE_OFFSET = _ADD_OFFSET.on_conflict_do_update(index_elements=[journal_offsets.c.path],
+                                                 set_={"offset": _ADD_OFFSET.excluded.offset})
+
+
+def _executemany(c: Any, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Execute a Core statement once per row, as one executemany of the driver.
+
+    SQLAlchemy's own executemany builds and type-processes a parameter dict per row in
+    Python, which at journal scale (hundreds of thousands of rows) costs more than
+    SQLite spends updating them; here the statement is compiled once and each row
+    becomes a tuple in the order of the compiled placeholders, constants included.
+    """
+    if not rows:
+        return
+    compiled = statement.compile(dialect=c.dialect)
+    order = compiled.positiontup
+    if not order:  # a driver with named placeholders: not SQLite's
+        raise ManifestError(f"{c.dialect.name}: bulk statements need positional placeholders")
+    binds = compiled.binds
+    fixed = {name: bind.value for name, bind in binds.items() if not bind.required}
+    get = itemgetter(*order)
+    params = [get(fixed | row) for row in rows] if len(order) > 1 else [(row[order[0]],) for row in rows]
+    processors = [binds[name].type.dialect_impl(c.dialect).bind_processor(c.dialect) for name in order]
+    if any(processors):  # e.g. Float's, which stores an int time as a float
+        params = [tuple(value if fn is None else fn(value) for value, fn in zip(p, processors)) for p in params]
+    c.exec_driver_sql(compiled.string, params)
+
+
+def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> None:
+    """Apply (shard id, records) items of distinct shards: one executemany per statement kind."""
+    task_starts: list[dict[str, Any]] = []
+    file_starts: list[dict[str, Any]] = []
+    file_ends: list[dict[str, Any]] = []
+    requeues: list[dict[str, Any]] = []
+    ends: list[tuple[int, str, float]] = []
+    for shard_id, records in items:
+        task_start: dict[str, Any] | None = None
+        started: dict[int, float] = {}
+        ended: dict[int, dict[str, Any]] = {}
+        requeued = False
+        task_end: tuple[int, str, float] | None = None
+        for rec in records:
+            kind = rec["kind"]
+            if kind == "file_start":  # the first start is the one that can apply
+                started.setdefault(rec["file_id"], rec["time"])
+            elif kind == "file_end":  # so is the first end
+                ended.setdefault(rec["file_id"], rec)
+            elif kind == "task_start":  # each applies while the shard is active: the last one wins
+                task_start = rec
+            elif task_end is None:  # task_end: the first that is not a requeue ends the shard
+                if rec["reason"] == "requeued":  # the scheduler runs the task again; that attempt resumes
+                    requeued = True
+                else:
+                    reason = f"{rec['reason']}: {rec['detail']}" if rec.get("detail") else rec["reason"]
+                    task_end = (shard_id, reason, rec["time"])
+        if task_start is not None:
+            task_starts.append({"sid": shard_id, "t": task_start["time"], "b_host": task_start["host"],
+                                "b_pid": task_start["pid"]})
+        file_starts += [{"sid": shard_id, "fid": fid, "t": t} for fid, t in started.items() if fid not in ended]
+        for fid, rec in ended.items():
+            ts = started.get(fid)
+            file_ends.append({
+                "sid": shard_id, "fid": fid, "st": FileState(rec["state"]).value, "ec": rec.get("error_class"),
+                "err": rec.get("error"), "t": rec["time"], "sec": rec.get("seconds", {}).get("total"),
+                "media": rec.get("facts", {}).get("duration_s"), "out": json.dumps(rec.get("outputs", [])),
+                "ts": ts, "inc": 0 if ts is None else 1,
+            })
+        if task_end is not None:  # a requeue before it is overwritten by the end
+            ends.append(task_end)
+        elif requeued:
+            requeues.append({"sid": shard_id})
+    for statement, rows in ((_START_TASK, task_starts), (_START_FILE, file_starts), (_END_FILE, file_ends),
+                            (_REQUEUE_TASK, requeues)):
+        _executemany(c, statement, rows)
+    _end_shards(c, ends)
+
+
+def _end_shards(c: Any, ends: Sequence[tuple[int, str, float]]) -> None:
+    """End these (shard id, reason, time) shards, those not ended before, inside the caller's
+    transaction.  The file in hand when a task ended failed with the task's reason
+    (retryable); files never reached stay pending, noted with why, for retry to pick up."""
+    if not ends:
+        return
+    _executemany(c, _FAIL_IN_HAND, [{"sid": sid, "t": when, "in_hand": f"the task ended while on this file: {reason}"}
+                                    for sid, reason, when in ends])
+    _executemany(c, _NOTE_UNREACHED, [{"sid": sid, "note": f"not reached: {reason}"} for sid, reason, _ in ends
+                                      if not reason.startswith("complete")])
+    _executemany(c, _END_SHARD, [{"sid": sid, "t": when, "reason": reason} for sid, reason, when in ends])

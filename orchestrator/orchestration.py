@@ -24,7 +24,7 @@ from tvseg.states import FileState, ShardState
 from tvseg.task import ShardTask, TaskFile
 
 CANCEL_PATIENCE_S = 180.0  # how long `cancel` waits for cancelled tasks to stop
-FOLD_BATCH = 500  # journals folded per transaction
+FOLD_RECORDS = 50_000  # journal records folded per transaction (at least one journal): bounded memory
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,7 @@ def fold_journals(workdir: Path, manifest: Manifest, on_warning: Callable[[str],
         return 0
     offsets = manifest.journal_offsets()
     batch: list[tuple[int, str, list[dict], int]] = []
+    in_batch = 0
     applied = 0
     for shard_id, directory in directories:
         for path in journals(directory):
@@ -179,9 +180,10 @@ def fold_journals(workdir: Path, manifest: Manifest, on_warning: Callable[[str],
             if new_offset != offset:
                 batch.append((shard_id, key, records, new_offset))
                 applied += len(records)
-            if len(batch) >= FOLD_BATCH:  # a few large transactions (one fsync each), bounded memory
+                in_batch += len(records)
+            if in_batch >= FOLD_RECORDS:  # a few large transactions (one fsync each), bounded memory
                 manifest.apply_journals(batch)
-                batch = []
+                batch, in_batch = [], 0
     if batch:
         manifest.apply_journals(batch)
     return applied

@@ -113,14 +113,29 @@ def read_records(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int
         fh.seek(offset)
         data = fh.read()
     end = data.rfind(b"\n") + 1
+    lines = [line for line in data[:end].splitlines() if line.strip()]
+    return _parse_lines(lines), offset + end
+
+
+def _parse_lines(lines: list[bytes]) -> list[Any]:
+    """One JSON value per line; a line that is not JSON is skipped.
+
+    All lines are parsed as one JSON array (one call, not one per line); only if that
+    fails, or finds more values than lines, are they parsed one by one.
+    """
+    try:
+        values = json.loads(b"[" + b",".join(lines) + b"]")
+        if len(values) == len(lines):
+            return values
+    except ValueError:
+        pass
     records = []
-    for line in data[:end].splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn line from a crash, completed by garbage: skip, never stall
-    return records, offset + end
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a torn line from a crash, completed by garbage: skip, never stall
+    return records
 
 
 def journals(directory: Path) -> Iterator[Path]:
