@@ -105,6 +105,11 @@ journal_offsets = Table(
     metadata,
     Column("path", Text, primary_key=True),  # relative to <workdir>/journals
     Column("offset", Integer, nullable=False),
+    Column("task_end", Text),  # the reason of the last task_end folded (tvseg.journal.is_closed)
+    # Once the folder's newest journal is closed and every older one has a task_end: the
+    # folder's mtime (ns) then.  While the folder keeps it, it has no new journal and the
+    # fold need not list it again.
+    Column("dir_mtime_ns", Integer),
 )
 
 meta = Table("meta", metadata, Column("key", Text, primary_key=True), Column("value", Text, nullable=False))
@@ -115,6 +120,13 @@ class InputFile:
     path: str
     size: int
     mtime: float | None  # None: the path does not exist (the worker quarantines it)
+
+
+@dataclass(frozen=True)
+class JournalMark:
+    offset: int  # bytes folded
+    task_end: str | None  # the reason of the last task_end folded
+    dir_mtime_ns: int | None  # see journal_offsets
 
 
 @dataclass(frozen=True)
@@ -269,12 +281,15 @@ class Manifest:
 
     # --- folding journals --------------------------------------------------------------
 
-    def journal_offsets(self) -> dict[str, int]:
+    def journal_marks(self) -> dict[str, JournalMark]:
+        """How far each journal is folded, by its name relative to <workdir>/journals."""
         with self.engine.connect() as c:
-            return {r.path: r.offset for r in c.execute(select(journal_offsets))}
+            return {r.path: JournalMark(r.offset, r.task_end, r.dir_mtime_ns)
+                    for r in c.execute(select(journal_offsets))}
 
-    def apply_journals(self, batch: Sequence[tuple[int, str, list[dict[str, Any]], int]]) -> None:
-        """Fold (shard id, journal, new records, new offset) items, in order, in one transaction.
+    def apply_journals(self, batch: Sequence[tuple[int, str, list[dict[str, Any]], int, str | None]]) -> None:
+        """Fold (shard id, journal, new records, new offset, reason of its last task_end among
+        them) items, in order, in one transaction.
 
         Idempotent: the offsets move with the records, a file only moves forward
         (pending -> running -> settled), and a record about a file no longer assigned
@@ -290,18 +305,23 @@ class Manifest:
         """
         rounds: list[list[tuple[int, list[dict[str, Any]]]]] = []
         seen: Counter[int] = Counter()
-        offsets: dict[str, int] = {}
-        for shard_id, journal, records, offset in batch:
+        offsets: dict[str, dict[str, Any]] = {}
+        for shard_id, journal, records, offset, task_end in batch:
             index = seen[shard_id]
             seen[shard_id] += 1
             if index == len(rounds):
                 rounds.append([])
             rounds[index].append((shard_id, records))
-            offsets[journal] = offset
+            offsets[journal] = {"key": journal, "b_offset": offset, "b_end": task_end}
         with self.engine.begin() as c:
             for items in rounds:
                 _fold_round(c, items)
-            _executemany(c, _MOVE_OFFSET, [{"path": path, "offset": offset} for path, offset in offsets.items()])
+            _executemany(c, _MOVE_OFFSET, list(offsets.values()))
+
+    def note_closed_dirs(self, dir_mtimes: dict[str, int]) -> None:
+        """Record, on journals (by name), the mtime (ns) their folder had when it was seen closed."""
+        with self.engine.begin() as c:
+            _executemany(c, _NOTE_DIR, [{"key": key, "mtime": mtime} for key, mtime in dir_mtimes.items()])
 
     # --- ending shards -----------------------------------------------------------------
 
@@ -519,9 +539,15 @@ _END_SHARD = (
     .where(shards.c.id == bindparam("sid"), shards.c.state != ShardState.ENDED.value)
     .values(state=ShardState.ENDED.value, ended_at=bindparam("t"), end_reason=bindparam("reason"))
 )
-_ADD_OFFSET = sqlite_insert(journal_offsets)
-_MOVE_OFFSET = _ADD_OFFSET.on_conflict_do_update(index_elements=[journal_offsets.c.path],
-                                                 set_={"offset": _ADD_OFFSET.excluded.offset})
+_ADD_OFFSET = sqlite_insert(journal_offsets).values(path=bindparam("key"), offset=bindparam("b_offset"),
+                                                    task_end=bindparam("b_end"))
+_MOVE_OFFSET = _ADD_OFFSET.on_conflict_do_update(
+    index_elements=[journal_offsets.c.path],
+    set_={"offset": _ADD_OFFSET.excluded.offset,
+          "task_end": func.coalesce(_ADD_OFFSET.excluded.task_end, journal_offsets.c.task_end)},
+)
+_NOTE_DIR = update(journal_offsets).where(journal_offsets.c.path == bindparam("key")).values(
+    dir_mtime_ns=bindparam("mtime"))
 
 
 def _executemany(c: Any, statement: Any, rows: Sequence[dict[str, Any]]) -> None:

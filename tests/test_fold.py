@@ -8,6 +8,7 @@ times the test chooses) and folded into real SQLite manifests on disk.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -87,11 +88,10 @@ def story(shards: list[int], ids: list[list[int]]) -> list[tuple[int, int, dict]
     rec(s[4], 0, "file_start", file_id=f[4][1])
     rec(s[4], 0, "file_end", file_id=f[5][0], state="done", outputs=[])
     rec(s[4], 0, "file_progress", file_id=f[4][1], fraction=0.5)  # a newer worker's kind
-    # 5: an error ends the task, and a later end changes nothing
+    # 5: an error ends the task
     start(s[5], 0)
     done(s[5], 0, f[5][1])
     rec(s[5], 0, "task_end", reason="error", detail="MemoryError: ")
-    rec(s[5], 0, "task_end", reason="complete", detail="")  # an ended shard stays as it ended
     # 6: requeued, and nothing more yet
     start(s[6], 0)
     done(s[6], 0, f[6][0])
@@ -105,6 +105,10 @@ def write(workdir: Path, shard: int, attempt: int, record: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"attempt-{attempt}.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def offsets(manifest: Manifest) -> dict[str, int]:
+    return {key: mark.offset for key, mark in manifest.journal_marks().items()}
 
 
 def dump(path: Path) -> dict[str, list[dict]]:
@@ -191,7 +195,7 @@ def test_a_journal_cut_mid_line_loses_nothing(tmp_path):
     with open(journal, "a", encoding="utf-8") as fh:
         fh.write(line[:25])
     assert fold_journals(tmp_path, manifest) == 2
-    assert manifest.journal_offsets() == {journal_key(journal): whole}
+    assert offsets(manifest) == {journal_key(journal): whole}
     assert manifest.counts()["running"] == 1
     with open(journal, "a", encoding="utf-8") as fh:
         fh.write(line[25:])
@@ -201,7 +205,7 @@ def test_a_journal_cut_mid_line_loses_nothing(tmp_path):
     assert fold_journals(tmp_path, manifest) == 3
     counts = manifest.counts()
     assert (counts["done"], counts["running"], counts["pending"]) == (2, 0, FILES_PER_SHARD * N_SHARDS - 2)
-    assert manifest.journal_offsets() == {journal_key(journal): journal.stat().st_size}
+    assert offsets(manifest) == {journal_key(journal): journal.stat().st_size}
     assert [r["file_id"] for r in read_records(journal)[0] if r["kind"] == "file_end"] == [f0, f1]
     assert f2 not in {f.id for f in manifest.shard_files(sid) if f.state != "pending"}
     manifest.close()
@@ -261,3 +265,51 @@ def test_an_older_manifest_is_upgraded_in_place(tmp_path):
     assert media == 12.5
     after = dump(path)
     assert len(after["files"]) == len(before["files"]) and after["shards"] == before["shards"]
+
+
+def test_closed_folders_are_not_read_again_until_a_journal_appears(tmp_path):
+    """Once every journal of a shard is closed (a task_end that is not a requeue) and its
+    folder has settled, the fold neither reads nor lists it again - until the folder's
+    mtime moves, as it does when a new attempt's journal is made."""
+    manifest, shards, ids = new_manifest(tmp_path)
+    sid, fids = shards[0], ids[0]
+
+    def task(attempt: int, reason: str, files: list[int], at: int) -> None:
+        write(tmp_path, sid, attempt, {"kind": "task_start", "time": at, "shard": sid, "attempt": attempt,
+                                       "host": "n", "pid": 1, "job_id": "77", "skipped": []})
+        for fid in files:
+            write(tmp_path, sid, attempt, {"kind": "file_start", "time": at, "file_id": fid})
+            write(tmp_path, sid, attempt, {"kind": "file_end", "time": at + 1, "file_id": fid, "state": "done",
+                                           "outputs": []})
+        write(tmp_path, sid, attempt, {"kind": "task_end", "time": at + 2, "reason": reason, "detail": ""})
+
+    folder = shard_dir(tmp_path, sid)
+    task(0, "requeued", fids[:2], T0)
+    assert fold_journals(tmp_path, manifest) == 6
+    assert manifest.journal_marks()["shard-1/attempt-0.jsonl"].task_end == "requeued"  # not closed: still read
+    settled = folder.stat().st_mtime_ns - 10_000_000_000
+    os.utime(folder, ns=(settled, settled))
+    assert fold_journals(tmp_path, manifest) == 0
+    assert {m.dir_mtime_ns for m in manifest.journal_marks().values()} == {None}  # the newest is not closed
+    task(1, "complete", fids[2:4], T0 + 10)
+    assert fold_journals(tmp_path, manifest) == 6
+    assert {m.dir_mtime_ns for m in manifest.journal_marks().values()} == {None}  # changed just now
+    os.utime(folder, ns=(settled, settled))
+    assert fold_journals(tmp_path, manifest) == 0
+    assert {m.dir_mtime_ns for m in manifest.journal_marks().values()} == {settled}
+
+    # Closed journals are not read again: a line appended to one is ignored ...
+    with open(folder / "attempt-1.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"kind": "file_start", "time": T0 + 20, "file_id": fids[4]}) + "\n")
+    os.utime(folder, ns=(settled, settled))
+    assert fold_journals(tmp_path, manifest) == 0
+    # ... and neither is the folder, while its mtime stays: a journal the fold would read is missed ...
+    (folder / "attempt-2.jsonl").write_text(json.dumps({"kind": "file_start", "time": T0, "file_id": fids[4]}) + "\n")
+    os.utime(folder, ns=(settled, settled))
+    assert fold_journals(tmp_path, manifest) == 0
+    # ... until the mtime moves, as making that journal did.
+    os.utime(folder, ns=(settled + 1, settled + 1))
+    assert fold_journals(tmp_path, manifest) == 1
+    assert [f.state for f in manifest.shard_files(sid)][:5] == ["done"] * 4 + ["running"]  # the new journal
+    assert manifest.counts()["done"] == 4
+    manifest.close()

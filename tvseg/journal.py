@@ -20,6 +20,9 @@ know, with a warning, so that a newer worker never bricks an older orchestrator)
                 outputs, facts, seconds {"stage": s, "total": s}
     task_end    reason (complete|stopped|requeued|error), detail; "requeued": the scheduler runs
                 the task again (a later task_end of the same attempt replaces it)
+
+A journal is closed once its last task_end is not a requeue: its writer appends nothing
+more.  After a requeue, the scheduler's next attempt writes a new journal.
 """
 
 from __future__ import annotations
@@ -46,9 +49,12 @@ def shard_dir(workdir: Path, shard_id: int) -> Path:
 def shard_dirs(workdir: Path) -> list[tuple[int, Path]]:
     """(shard id, folder) of every shard that has journals under ``workdir``, by id."""
     root = workdir / JOURNALS_DIR
-    if not root.is_dir():
+    try:
+        with os.scandir(root) as entries:  # the file type comes with the listing: no stat per folder
+            found = [(int(m.group(1)), root / e.name) for e in entries
+                     if (m := _SHARD_DIR.match(e.name)) and e.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _SHARD_DIR.match(p.name)) and p.is_dir()]
     return sorted(found)
 
 
@@ -140,8 +146,21 @@ def _parse_lines(lines: list[bytes]) -> list[Any]:
 
 def journals(directory: Path) -> Iterator[Path]:
     """The attempt journals of one shard, oldest first."""
-    found = [(int(m.group(1)), p) for p in directory.glob("attempt-*.jsonl") if (m := _ATTEMPT.match(p.name))]
+    found = [(int(m.group(1)), directory / name) for name in os.listdir(directory) if (m := _ATTEMPT.match(name))]
     return iter(p for _, p in sorted(found))
+
+
+def last_task_end(records: list[Any]) -> str | None:
+    """The reason of the last task_end among ``records`` (None: there is none)."""
+    for record in reversed(records):
+        if isinstance(record, dict) and record.get("kind") == "task_end":
+            return str(record.get("reason"))
+    return None
+
+
+def is_closed(task_end: str | None) -> bool:
+    """Whether a journal whose last task_end has this reason is closed (appended to no more)."""
+    return task_end is not None and task_end != "requeued"
 
 
 def settled_in_earlier_attempts(directory: Path) -> set[int]:
