@@ -88,7 +88,8 @@ def build_manifest(jobs: Path) -> int:
     shard_ids = manifest.add_shards(plan)
     manifest.record_submission("submit", "slurm", shard_ids, [f"1000_{i}" for i in range(len(shard_ids))], {})
     rng = random.Random(1)
-    t = 1_790_000_000.0
+    step = 36_000.0 / len(inputs)  # the files ran over the last ten hours: a tenth in the status window
+    t = time.time() - 36_000.0 - 120.0
     n_records = 0
     for shard_id in shard_ids:
         lines = [{"kind": "task_start", "time": t, "shard": shard_id, "attempt": 0, "host": "node1", "pid": 1,
@@ -97,7 +98,7 @@ def build_manifest(jobs: Path) -> int:
             roll = rng.random()
             if roll < 0.15:
                 continue  # never reached
-            t += 1.0
+            t += step
             lines.append({"kind": "file_start", "time": t, "file_id": f.id})
             state = "done" if roll < 0.93 else "failed" if roll < 0.97 else "quarantined"
             error = {} if state == "done" else {"error_class": "BadInput", "error": f"{f.path}: no audio stream"}

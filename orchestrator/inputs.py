@@ -32,15 +32,18 @@ def scan_inputs(config: JobConfig) -> list[InputFile]:
             lines = listing.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{listing}: cannot read the list of inputs: {exc}") from None
+        folder = os.path.abspath(listing.parent)
+        normpath, join = os.path.normpath, os.path.join
         for line in lines:
             entry = line.strip()
             if entry and not entry.startswith("#"):
-                paths[os.path.abspath(entry if os.path.isabs(entry) else listing.parent / entry)] = None
-    found = []
-    for path in sorted(paths):
-        try:
-            st = os.stat(path)
-            found.append(InputFile(path=path, size=st.st_size, mtime=st.st_mtime))
-        except OSError:
-            found.append(InputFile(path=path, size=0, mtime=None))
-    return found
+                paths[normpath(join(folder, entry))] = None  # join keeps an absolute entry as it is
+    return [_stat(path) for path in sorted(paths)]
+
+
+def _stat(path: str) -> InputFile:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return InputFile(path, 0, None)
+    return InputFile(path, st.st_size, st.st_mtime)

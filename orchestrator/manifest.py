@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from sqlalchemy import (
     Column,
@@ -115,8 +115,7 @@ journal_offsets = Table(
 meta = Table("meta", metadata, Column("key", Text, primary_key=True), Column("value", Text, nullable=False))
 
 
-@dataclass(frozen=True)
-class InputFile:
+class InputFile(NamedTuple):  # a tuple: a million of them are made in a second, not several
     path: str
     size: int
     mtime: float | None  # None: the path does not exist (the worker quarantines it)
@@ -197,29 +196,20 @@ class Manifest:
 
     def add_shards(self, plan: Sequence[Sequence[InputFile]]) -> list[int]:
         """Add new files, grouped into new shards (state created), in one transaction."""
+        if not plan:
+            return []
         now = time.time()
-        ids: list[int] = []
         with self.engine.begin() as c:
-            for group in plan:
-                shard_id = c.execute(
-                    insert(shards).values(
-                        state=ShardState.CREATED.value,
-                        n_files=len(group),
-                        bytes=sum(f.size for f in group),
-                        created_at=now,
-                    )
-                ).inserted_primary_key[0]
-                c.execute(
-                    insert(files),
-                    [
-                        dict(
-                            path=f.path, size=f.size, mtime=f.mtime, output_name=output_name(f.path),
-                            state=FileState.PENDING.value, attempts=0, shard_id=shard_id, added_at=now,
-                        )
-                        for f in group
-                    ],
-                )
-                ids.append(shard_id)
+            ids = list(c.execute(
+                insert(shards).returning(shards.c.id, sort_by_parameter_order=True),
+                [dict(state=ShardState.CREATED.value, n_files=len(group), bytes=sum(f.size for f in group),
+                      created_at=now) for group in plan],
+            ).scalars())
+            _executemany(c, _ADD_FILE, [
+                {"b_path": f.path, "b_size": f.size, "b_mtime": f.mtime, "b_name": output_name(f.path),
+                 "sid": shard_id, "t": now}
+                for shard_id, group in zip(ids, plan, strict=True) for f in group
+            ])
         return ids
 
     def reshard(self, plan: Sequence[Sequence[int]]) -> list[int]:
@@ -271,12 +261,10 @@ class Manifest:
                     resources=json.dumps(resources, sort_keys=True),
                 )
             ).inserted_primary_key[0]
-            for index, (shard_id, job_id) in enumerate(zip(shard_ids, job_ids, strict=True)):
-                c.execute(
-                    update(shards)
-                    .where(shards.c.id == shard_id)
-                    .values(submission_id=sub_id, array_index=index, job_id=job_id, state=ShardState.SUBMITTED.value)
-                )
+            _executemany(c, _SUBMIT_SHARD, [
+                {"sid": shard_id, "b_sub": sub_id, "b_index": index, "b_job": job_id}
+                for index, (shard_id, job_id) in enumerate(zip(shard_ids, job_ids, strict=True))
+            ])
         return sub_id
 
     # --- folding journals --------------------------------------------------------------
@@ -483,11 +471,19 @@ def _reason_key(error: str | None) -> str:
     return line.split(": ", 1)[1][:120] if line.startswith("/") and ": " in line else line[:120]
 
 
-# --- folding, as a few executemany statements --------------------------------------------
+# --- statements executed over many rows (_executemany) ------------------------------------
 # Bound names never equal a column's name (SQLAlchemy keeps those for SET values).
 # ``IN`` cannot be executed many times over with one parameter list: equalities OR'ed instead.
 
 _PENDING, _RUNNING = FileState.PENDING.value, FileState.RUNNING.value
+_ADD_FILE = insert(files).values(
+    path=bindparam("b_path"), size=bindparam("b_size"), mtime=bindparam("b_mtime"), output_name=bindparam("b_name"),
+    state=_PENDING, attempts=0, shard_id=bindparam("sid"), added_at=bindparam("t"),
+)
+_SUBMIT_SHARD = update(shards).where(shards.c.id == bindparam("sid")).values(
+    submission_id=bindparam("b_sub"), array_index=bindparam("b_index"), job_id=bindparam("b_job"),
+    state=ShardState.SUBMITTED.value,
+)
 _OPEN = or_(files.c.state == _PENDING, files.c.state == _RUNNING)
 _SHARD_ACTIVE = or_(*(shards.c.state == s.value for s in sorted(ACTIVE)))
 
