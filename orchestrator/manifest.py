@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     case,
     create_engine,
@@ -377,9 +378,12 @@ class Manifest:
     # --- reading for status ------------------------------------------------------------
 
     def counts(self) -> dict[FileState, int]:
+        """Files by state: one count per state, each over its stretch of the state index (a
+        GROUP BY would compare every entry's state)."""
+        per_state = [select(func.count()).where(files.c.state == s.value).scalar_subquery() for s in FileState]
         with self.engine.connect() as c:
-            found = dict(c.execute(select(files.c.state, func.count()).group_by(files.c.state)).all())
-        return {s: found.get(s.value, 0) for s in FileState}
+            found = c.execute(select(*per_state)).one()
+        return dict(zip(FileState, found))
 
     def shard_counts(self) -> dict[ShardState, int]:
         with self.engine.connect() as c:
@@ -387,17 +391,29 @@ class Manifest:
         return {s: found.get(s.value, 0) for s in ShardState}
 
     def shard_progress(self, limit: int) -> list[dict[str, Any]]:
-        """Active shards first, then the most recent; files finished out of total."""
-        finished = func.sum(files.c.state.in_([s.value for s in FINISHED]).cast(Integer))
-        failed = func.sum((files.c.state == FileState.FAILED.value).cast(Integer))
+        """Active shards first, then the most recent; files finished out of total.
+
+        The shards are chosen first (those that still hold files), then only their files
+        are counted: the cost does not grow with the archive.
+        """
+        chosen = (
+            select(shards.c.id, shards.c.state, shards.c.job_id, shards.c.host, shards.c.end_reason, shards.c.n_files)
+            .where(select(files.c.id).where(files.c.shard_id == shards.c.id).exists())
+            .order_by(shards.c.state.in_([s.value for s in ACTIVE]).desc(), shards.c.id.desc())
+            .limit(limit)
+            .subquery()
+        )
+
+        def files_of_chosen(states: Sequence[FileState]) -> Any:
+            return (select(func.count()).select_from(files)
+                    .where(files.c.shard_id == chosen.c.id, files.c.state.in_([s.value for s in states]))
+                    .scalar_subquery())
+
         with self.engine.connect() as c:
             rows = c.execute(
-                select(shards.c.id, shards.c.state, shards.c.job_id, shards.c.host, shards.c.end_reason,
-                       shards.c.n_files, finished.label("finished"), failed.label("failed"))
-                .select_from(shards.join(files, files.c.shard_id == shards.c.id))
-                .group_by(shards.c.id)
-                .order_by(shards.c.state.in_([s.value for s in ACTIVE]).desc(), shards.c.id.desc())
-                .limit(limit)
+                select(chosen, files_of_chosen(sorted(FINISHED)).label("finished"),
+                       files_of_chosen([FileState.FAILED]).label("failed"))
+                .order_by(chosen.c.state.in_([s.value for s in ACTIVE]).desc(), chosen.c.id.desc())
             )
             return [dict(r._mapping) for r in rows]
 
@@ -416,10 +432,9 @@ class Manifest:
             running_since = c.execute(
                 select(func.min(files.c.started_at)).where(files.c.state == FileState.RUNNING.value)
             ).scalar_one()
-            remaining = c.execute(
-                select(func.count())
-                .select_from(files.join(shards, files.c.shard_id == shards.c.id))
-                .where(files.c.state.in_(open_states), shards.c.state.in_([s.value for s in ACTIVE]))
+            active = select(shards.c.id).where(shards.c.state.in_([s.value for s in ACTIVE]))
+            remaining = c.execute(  # by the active shards' files, not by every open file of the archive
+                select(func.count()).where(files.c.shard_id.in_(active), files.c.state.in_(open_states))
             ).scalar_one()
         return {
             "files": done[0], "media_seconds": float(done[1]), "first_start": done[2], "last_end": done[3],
@@ -427,14 +442,25 @@ class Manifest:
         }
 
     def top_errors(self, limit: int) -> list[tuple[str, int]]:
-        """The most common reasons among failed and quarantined files (first line, trimmed)."""
+        """The most common reasons among failed and quarantined files, counted in SQL: the
+        error's first line, without the path it starts with ("/...: reason"), at most 120
+        characters."""
+        line = func.substr(files.c.error, 1, func.instr(files.c.error + "\n", "\n") - 1)
+        colon = func.instr(line, ": ")
+        reason = case(
+            (and_(func.substr(line, 1, 1) == "/", colon > 0), func.substr(line, colon + 2, 120)),
+            else_=func.substr(line, 1, 120),
+        )
+        key = func.coalesce(files.c.error_class, "None") + ": " + func.coalesce(reason, "")
         with self.engine.connect() as c:
             rows = c.execute(
-                select(files.c.error_class, files.c.error)
+                select(key.label("key"), func.count().label("n"))
                 .where(files.c.state.in_([FileState.FAILED.value, FileState.QUARANTINED.value]))
+                .group_by(key)
+                .order_by(func.count().desc(), key)
+                .limit(limit)
             )
-            reasons = Counter(f"{cls}: {_reason_key(err)}" for cls, err in rows)
-        return reasons.most_common(limit)
+            return [(r.key, r.n) for r in rows]
 
     def files_in(self, states: Sequence[FileState]) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
@@ -463,12 +489,6 @@ def _upgrade(engine: Any) -> None:
             for index in table.indexes:
                 if index.name not in indexes:
                     index.create(c)
-
-
-def _reason_key(error: str | None) -> str:
-    """Group errors that differ only by the file they name."""
-    line = (error or "").splitlines()[0] if error else ""
-    return line.split(": ", 1)[1][:120] if line.startswith("/") and ": " in line else line[:120]
 
 
 # --- statements executed over many rows (_executemany) ------------------------------------
