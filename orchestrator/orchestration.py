@@ -10,13 +10,14 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
 from orchestrator.executor import Executor, make_executor
 from orchestrator.inputs import scan_inputs
 from orchestrator.manifest import FileRow, InputFile, JournalMark, Manifest
-from orchestrator.sharding import plan_shards
+from orchestrator.sharding import plan_shards, shard_count
 from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig, format_slurm_mem, format_slurm_time, parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExecutorError
@@ -44,10 +45,16 @@ CLOSED_DIR_SETTLE_NS = 2_000_000_000
 @dataclass(frozen=True)
 class SubmitPlan:
     known: int  # inputs already in the manifest (not submitted again)
-    new_files: int
+    new: list[InputFile]  # in path order
     new_bytes: int
-    shards: list[list[InputFile]]
+    n_shards: int  # how many shards the new files make (the shards are packed only to submit)
+    files_per_shard: int | None
+    bytes_per_shard: int | None
     resubmit: list[int] = field(default_factory=list)  # shards an earlier submit left unsubmitted
+
+    @cached_property
+    def shards(self) -> list[list[InputFile]]:
+        return plan_shards(self.new, lambda f: f.size, lambda f: f.path, self.files_per_shard, self.bytes_per_shard)
 
 
 @dataclass(frozen=True)
@@ -86,11 +93,13 @@ def plan_submit(config: JobConfig) -> SubmitPlan:
             resubmit = manifest.created_shards()
         finally:
             manifest.close()
-    new = [f for f in inputs if f.path not in known]
-    shards = plan_shards(new, lambda f: f.size, lambda f: f.path,
-                         config.sharding.files_per_shard, config.sharding.bytes_per_shard)
-    return SubmitPlan(known=len(inputs) - len(new), new_files=len(new), new_bytes=sum(f.size for f in new),
-                      shards=shards, resubmit=resubmit)
+    new = [f for f in inputs if f.path not in known] if known else inputs
+    new_bytes = sum(f.size for f in new)
+    sharding = config.sharding
+    return SubmitPlan(known=len(inputs) - len(new), new=new, new_bytes=new_bytes,
+                      n_shards=shard_count(len(new), new_bytes, sharding.files_per_shard, sharding.bytes_per_shard),
+                      files_per_shard=sharding.files_per_shard, bytes_per_shard=sharding.bytes_per_shard,
+                      resubmit=resubmit)
 
 
 def submit(config: JobConfig, plan: SubmitPlan, executor: Executor | None = None) -> Submitted:
