@@ -26,7 +26,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     bindparam,
     case,
     create_engine,
@@ -61,6 +60,7 @@ files = Table(
     Column("shard_id", Integer, ForeignKey("shards.id"), index=True),
     Column("error_class", Text),
     Column("error", Text),
+    Column("error_key", Text),  # what `status` groups errors by (error_key()); NULL: not computed
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("seconds", Float),
@@ -71,6 +71,8 @@ files = Table(
 Index("files_state_finished", files.c.state, files.c.finished_at)
 # Folding and ending shards look up one shard's files in one state.
 Index("files_shard_state", files.c.shard_id, files.c.state)
+# The most common errors, counted along the index.
+Index("files_state_error", files.c.state, files.c.error_class, files.c.error_key)
 
 shards = Table(
     "shards",
@@ -122,8 +124,7 @@ class InputFile(NamedTuple):  # a tuple: a million of them are made in a second,
     mtime: float | None  # None: the path does not exist (the worker quarantines it)
 
 
-@dataclass(frozen=True)
-class JournalMark:
+class JournalMark(NamedTuple):  # a tuple: one per journal, read at every fold
     offset: int  # bytes folded
     task_end: str | None  # the reason of the last task_end folded
     dir_mtime_ns: int | None  # see journal_offsets
@@ -273,8 +274,9 @@ class Manifest:
     def journal_marks(self) -> dict[str, JournalMark]:
         """How far each journal is folded, by its name relative to <workdir>/journals."""
         with self.engine.connect() as c:
-            return {r.path: JournalMark(r.offset, r.task_end, r.dir_mtime_ns)
-                    for r in c.execute(select(journal_offsets))}
+            rows = c.execute(select(journal_offsets.c.path, journal_offsets.c.offset, journal_offsets.c.task_end,
+                                    journal_offsets.c.dir_mtime_ns)).all()
+        return {path: JournalMark(offset, task_end, mtime) for path, offset, task_end, mtime in rows}
 
     def apply_journals(self, batch: Sequence[tuple[int, str, list[dict[str, Any]], int, str | None]]) -> None:
         """Fold (shard id, journal, new records, new offset, reason of its last task_end among
@@ -442,30 +444,44 @@ class Manifest:
         }
 
     def top_errors(self, limit: int) -> list[tuple[str, int]]:
-        """The most common reasons among failed and quarantined files, counted in SQL: the
-        error's first line, without the path it starts with ("/...: reason"), at most 120
-        characters."""
-        line = func.substr(files.c.error, 1, func.instr(files.c.error + "\n", "\n") - 1)
-        colon = func.instr(line, ": ")
-        reason = case(
-            (and_(func.substr(line, 1, 1) == "/", colon > 0), func.substr(line, colon + 2, 120)),
-            else_=func.substr(line, 1, 120),
-        )
-        key = func.coalesce(files.c.error_class, "None") + ": " + func.coalesce(reason, "")
+        """The most common reasons among failed and quarantined files ("class: reason", see
+        error_key), counted along an index; errors an older tvseg left without a key are
+        keyed here."""
+        reasons: Counter[str] = Counter()
         with self.engine.connect() as c:
-            rows = c.execute(
-                select(key.label("key"), func.count().label("n"))
-                .where(files.c.state.in_([FileState.FAILED.value, FileState.QUARANTINED.value]))
-                .group_by(key)
-                .order_by(func.count().desc(), key)
-                .limit(limit)
-            )
-            return [(r.key, r.n) for r in rows]
+            for state in (FileState.FAILED.value, FileState.QUARANTINED.value):
+                rows = c.execute(
+                    select(files.c.error_class, files.c.error_key, func.count())
+                    .where(files.c.state == state, files.c.error_key.is_not(None))
+                    .group_by(files.c.error_class, files.c.error_key)
+                )
+                for cls, key, n in rows:
+                    reasons[f"{cls}: {key}"] += n
+                unkeyed = c.execute(
+                    select(files.c.error_class, files.c.error)
+                    .where(files.c.state == state, files.c.error_key.is_(None))
+                )
+                reasons.update(f"{cls}: {error_key(err)}" for cls, err in unkeyed)
+        return sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:limit]
 
     def files_in(self, states: Sequence[FileState]) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
             rows = c.execute(select(files).where(files.c.state.in_([s.value for s in states])).order_by(files.c.id))
             return [dict(r._mapping) for r in rows]
+
+
+def error_key(error: str | None) -> str:
+    """What errors are grouped by: the first line, without the path it starts with
+    ("/...: reason" -> "reason"), at most 120 characters; errors that differ only by the
+    file they name get one key."""
+    line = error.splitlines()[0] if error else ""
+    return line.split(": ", 1)[1][:120] if line.startswith("/") and ": " in line else line[:120]
+
+
+def _key_errors(c: Any) -> None:
+    """Fill error_key where an older tvseg left an error without one."""
+    rows = c.execute(select(files.c.id, files.c.error).where(files.c.error.is_not(None), files.c.error_key.is_(None)))
+    _executemany(c, _KEY_ERROR, [{"fid": fid, "key": error_key(error)} for fid, error in rows.all()])
 
 
 def _upgrade(engine: Any) -> None:
@@ -485,6 +501,8 @@ def _upgrade(engine: Any) -> None:
                 if column.name not in columns:
                     ddl = CreateColumn(column).compile(dialect=c.dialect)
                     c.exec_driver_sql(f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {ddl}")
+                    if column is files.c.error_key:
+                        _key_errors(c)
             indexes = {index["name"] for index in inspector.get_indexes(table.name)}
             for index in table.indexes:
                 if index.name not in indexes:
@@ -500,6 +518,7 @@ _ADD_FILE = insert(files).values(
     path=bindparam("b_path"), size=bindparam("b_size"), mtime=bindparam("b_mtime"), output_name=bindparam("b_name"),
     state=_PENDING, attempts=0, shard_id=bindparam("sid"), added_at=bindparam("t"),
 )
+_KEY_ERROR = update(files).where(files.c.id == bindparam("fid")).values(error_key=bindparam("key"))
 _SUBMIT_SHARD = update(shards).where(shards.c.id == bindparam("sid")).values(
     submission_id=bindparam("b_sub"), array_index=bindparam("b_index"), job_id=bindparam("b_job"),
     state=ShardState.SUBMITTED.value,
@@ -524,7 +543,8 @@ _END_FILE = (
     update(files)
     .where(files.c.id == bindparam("fid"), files.c.shard_id == bindparam("sid"), _OPEN)
     .values(
-        state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"), finished_at=bindparam("t"),
+        state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"), error_key=bindparam("ek"),
+        finished_at=bindparam("t"),
         seconds=bindparam("sec"), media_seconds=bindparam("media"), outputs=bindparam("out"),
         attempts=files.c.attempts + case((files.c.state == _PENDING, bindparam("inc", type_=Integer)), else_=0),
         started_at=case((files.c.state == _PENDING, func.coalesce(bindparam("ts", type_=Float), files.c.started_at)),
@@ -543,12 +563,12 @@ _FAIL_IN_HAND = (
     update(files)
     .where(files.c.shard_id == bindparam("sid"), files.c.state == _RUNNING, _NOT_ENDED)
     .values(state=FileState.FAILED.value, error_class="TaskEnded", error=bindparam("in_hand"),
-            finished_at=bindparam("t"))
+            error_key=bindparam("in_hand_key"), finished_at=bindparam("t"))
 )
 _NOTE_UNREACHED = (
     update(files)
     .where(files.c.shard_id == bindparam("sid"), files.c.state == _PENDING, _NOT_ENDED)
-    .values(error_class="TaskEnded", error=bindparam("note"))
+    .values(error_class="TaskEnded", error=bindparam("note"), error_key=bindparam("note_key"))
 )
 _END_SHARD = (
     update(shards)
@@ -625,7 +645,7 @@ def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> No
             ts = started.get(fid)
             file_ends.append({
                 "sid": shard_id, "fid": fid, "st": FileState(rec["state"]).value, "ec": rec.get("error_class"),
-                "err": rec.get("error"), "t": rec["time"], "sec": rec.get("seconds", {}).get("total"),
+                "err": rec.get("error"), "ek": error_key(rec.get("error")), "t": rec["time"], "sec": rec.get("seconds", {}).get("total"),
                 "media": rec.get("facts", {}).get("duration_s"), "out": json.dumps(rec.get("outputs", [])),
                 "ts": ts, "inc": 0 if ts is None else 1,
             })
@@ -645,8 +665,10 @@ def _end_shards(c: Any, ends: Sequence[tuple[int, str, float]]) -> None:
     (retryable); files never reached stay pending, noted with why, for retry to pick up."""
     if not ends:
         return
-    _executemany(c, _FAIL_IN_HAND, [{"sid": sid, "t": when, "in_hand": f"the task ended while on this file: {reason}"}
-                                    for sid, reason, when in ends])
-    _executemany(c, _NOTE_UNREACHED, [{"sid": sid, "note": f"not reached: {reason}"} for sid, reason, _ in ends
-                                      if not reason.startswith("complete")])
+    in_hand = [(sid, f"the task ended while on this file: {reason}", when) for sid, reason, when in ends]
+    _executemany(c, _FAIL_IN_HAND, [{"sid": sid, "t": when, "in_hand": error, "in_hand_key": error_key(error)}
+                                    for sid, error, when in in_hand])
+    unreached = [(sid, f"not reached: {reason}") for sid, reason, _ in ends if not reason.startswith("complete")]
+    _executemany(c, _NOTE_UNREACHED, [{"sid": sid, "note": note, "note_key": error_key(note)}
+                                      for sid, note in unreached])
     _executemany(c, _END_SHARD, [{"sid": sid, "t": when, "reason": reason} for sid, reason, when in ends])

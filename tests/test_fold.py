@@ -247,6 +247,9 @@ def test_an_older_manifest_is_upgraded_in_place(tmp_path):
     db = sqlite3.connect(path)
     db.execute("DROP INDEX files_shard_state")
     db.execute("ALTER TABLE files DROP COLUMN media_seconds")  # stands for a column added later
+    db.execute("UPDATE files SET error = ? WHERE id = ?", ("/archive/x.mp4: no audio stream", ids[1][0]))
+    db.execute("DROP INDEX files_state_error")
+    db.execute("ALTER TABLE files DROP COLUMN error_key")
     db.commit()
     db.close()
     before = dump(path)
@@ -260,9 +263,11 @@ def test_an_older_manifest_is_upgraded_in_place(tmp_path):
     indexes = {r[1] for r in db.execute("PRAGMA index_list(files)")}
     plan = db.execute("EXPLAIN QUERY PLAN SELECT id FROM files WHERE shard_id = 1 AND state = 'running'").fetchall()
     media = db.execute("SELECT media_seconds FROM files WHERE id = ?", (ids[0][0],)).fetchone()[0]
+    keys = db.execute("SELECT DISTINCT error_key FROM files WHERE error IS NOT NULL").fetchall()
     db.close()
-    assert "files_shard_state" in indexes and "files_shard_state" in str(plan)
+    assert {"files_shard_state", "files_state_error"} <= indexes and "files_shard_state" in str(plan)
     assert media == 12.5
+    assert keys == [("no audio stream",)]  # errors already there were keyed when the column came
     after = dump(path)
     assert len(after["files"]) == len(before["files"]) and after["shards"] == before["shards"]
 
@@ -312,4 +317,30 @@ def test_closed_folders_are_not_read_again_until_a_journal_appears(tmp_path):
     assert fold_journals(tmp_path, manifest) == 1
     assert [f.state for f in manifest.shard_files(sid)][:5] == ["done"] * 4 + ["running"]  # the new journal
     assert manifest.counts()["done"] == 4
+    manifest.close()
+
+
+def test_most_common_errors_group_what_differs_only_by_path(tmp_path):
+    """Errors are counted by class and reason (first line, the file's path cut off), keyed when
+    folded; a row an older tvseg wrote without a key counts the same."""
+    manifest, shards, ids = new_manifest(tmp_path)
+    sid, fids = shards[0], ids[0]
+    write(tmp_path, sid, 0, {"kind": "task_start", "time": T0, "shard": sid, "attempt": 0, "host": "n", "pid": 1,
+                             "job_id": "77", "skipped": []})
+    ends = [("quarantined", "BadInput", f"/archive/ch 1/rec {i}: no audio stream\nffprobe said: nothing") for i in
+            range(3)] + [("failed", "RetryableError", "staging: No space left on device")]
+    for fid, (state, cls, error) in zip(fids, ends):
+        write(tmp_path, sid, 0, {"kind": "file_start", "time": T0, "file_id": fid})
+        write(tmp_path, sid, 0, {"kind": "file_end", "time": T0 + 1, "file_id": fid, "state": state,
+                                 "error_class": cls, "error": error, "outputs": []})
+    write(tmp_path, sid, 0, {"kind": "file_start", "time": T0 + 2, "file_id": fids[4]})
+    write(tmp_path, sid, 0, {"kind": "task_end", "time": T0 + 3, "reason": "stopped", "detail": "TIMEOUT"})
+    fold_journals(tmp_path, manifest)
+    expected = [("BadInput: no audio stream", 3), ("RetryableError: staging: No space left on device", 1),
+                ("TaskEnded: the task ended while on this file: stopped: TIMEOUT", 1)]
+    assert manifest.top_errors(5) == expected
+    assert manifest.top_errors(1) == expected[:1]
+    with manifest.engine.begin() as c:  # as an older tvseg leaves them
+        c.exec_driver_sql("UPDATE files SET error_key = NULL WHERE id IN (?, ?)", (fids[0], fids[3]))
+    assert manifest.top_errors(5) == expected
     manifest.close()
