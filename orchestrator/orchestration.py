@@ -191,13 +191,14 @@ def fold_journals(workdir: Path, manifest: Manifest, on_warning: Callable[[str],
     closed_dirs: dict[str, int] = {}
     in_batch = 0
     applied = 0
-    for shard_id, directory in directories:
+    for shard_id, folder in directories:
         try:
-            dir_mtime = os.stat(directory).st_mtime_ns  # before listing: a journal made later moves it
+            dir_mtime = os.stat(folder).st_mtime_ns  # before listing: a journal made later moves it
         except FileNotFoundError:
             continue
-        if unchanged_at.get(directory.name) == dir_mtime:
+        if unchanged_at.get(os.path.basename(folder)) == dir_mtime:
             continue
+        directory = Path(folder)
         ends: dict[str, str | None] = {}  # journal -> reason of its last task_end, oldest journal first
         for path in journals(directory):
             key = journal_key(path)

@@ -46,13 +46,14 @@ def shard_dir(workdir: Path, shard_id: int) -> Path:
     return workdir / JOURNALS_DIR / f"shard-{shard_id}"
 
 
-def shard_dirs(workdir: Path) -> list[tuple[int, Path]]:
-    """(shard id, folder) of every shard that has journals under ``workdir``, by id."""
-    root = workdir / JOURNALS_DIR
+def shard_dirs(workdir: Path) -> list[tuple[int, str]]:
+    """(shard id, folder path) of every shard that has journals under ``workdir``, by id.
+
+    Plain strings, and the file type that comes with the listing: no object and no stat
+    per folder (an archive has tens of thousands)."""
     try:
-        with os.scandir(root) as entries:  # the file type comes with the listing: no stat per folder
-            found = [(int(m.group(1)), root / e.name) for e in entries
-                     if (m := _SHARD_DIR.match(e.name)) and e.is_dir()]
+        with os.scandir(workdir / JOURNALS_DIR) as entries:
+            found = [(int(m.group(1)), e.path) for e in entries if (m := _SHARD_DIR.match(e.name)) and e.is_dir()]
     except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(found)
