@@ -170,6 +170,7 @@ class Manifest:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA cache_size=-65536")
             cur.close()
 
         try:
@@ -604,10 +605,18 @@ def _executemany(c: Any, statement: Any, rows: Sequence[dict[str, Any]]) -> None
     fixed = {name: bind.value for name, bind in binds.items() if not bind.required}
     get = itemgetter(*order)
     params = [get(fixed | row) for row in rows] if len(order) > 1 else [(row[order[0]],) for row in rows]
-    processors = [binds[name].type.dialect_impl(c.dialect).bind_processor(c.dialect) for name in order]
-    if any(processors):  # e.g. Float's, which stores an int time as a float
-        params = [tuple(value if fn is None else fn(value) for value, fn in zip(p, processors)) for p in params]
+    processors = [(i, fn) for i, name in enumerate(order)
+                  if (fn := binds[name].type.dialect_impl(c.dialect).bind_processor(c.dialect))]
+    if processors:  # e.g. Float's, which stores an int time as a float
+        params = [_processed(p, processors) for p in params]
     c.exec_driver_sql(compiled.string, params)
+
+
+def _processed(values: tuple[Any, ...], processors: list[tuple[int, Any]]) -> tuple[Any, ...]:
+    out = list(values)
+    for i, fn in processors:
+        out[i] = fn(out[i])
+    return tuple(out)
 
 
 def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> None:
