@@ -60,7 +60,7 @@ files = Table(
     Column("shard_id", Integer, ForeignKey("shards.id"), index=True),
     Column("error_class", Text),
     Column("error", Text),
-    Column("error_key", Text),  # what `status` groups errors by (error_key()); NULL: not computed
+    Column("error_key", Text),  # what `status` groups errors by (reason_key()); NULL: not computed
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("seconds", Float),
@@ -446,7 +446,7 @@ class Manifest:
 
     def top_errors(self, limit: int) -> list[tuple[str, int]]:
         """The most common reasons among failed and quarantined files ("class: reason", see
-        error_key), counted along an index; errors an older tvseg left without a key are
+        reason_key), counted along an index; errors an older tvseg left without a key are
         keyed here."""
         reasons: Counter[str] = Counter()
         with self.engine.connect() as c:
@@ -462,7 +462,7 @@ class Manifest:
                     select(files.c.error_class, files.c.error)
                     .where(files.c.state == state, files.c.error_key.is_(None))
                 )
-                reasons.update(f"{cls}: {error_key(err)}" for cls, err in unkeyed)
+                reasons.update(f"{cls}: {reason_key(err)}" for cls, err in unkeyed)
         return sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:limit]
 
     def files_in(self, states: Sequence[FileState]) -> list[dict[str, Any]]:
@@ -471,7 +471,7 @@ class Manifest:
             return [dict(r._mapping) for r in rows]
 
 
-def error_key(error: str | None) -> str:
+def reason_key(error: str | None) -> str:
     """What errors are grouped by: the first line, without the path it starts with
     ("/...: reason" -> "reason"), at most 120 characters; errors that differ only by the
     file they name get one key."""
@@ -482,7 +482,7 @@ def error_key(error: str | None) -> str:
 def _key_errors(c: Any) -> None:
     """Fill error_key where an older tvseg left an error without one."""
     rows = c.execute(select(files.c.id, files.c.error).where(files.c.error.is_not(None), files.c.error_key.is_(None)))
-    _executemany(c, _KEY_ERROR, [{"fid": fid, "key": error_key(error)} for fid, error in rows.all()])
+    _executemany(c, _KEY_ERROR, [{"fid": fid, "key": reason_key(error)} for fid, error in rows.all()])
 
 
 def _upgrade(engine: Any) -> None:
@@ -654,7 +654,8 @@ def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> No
             ts = started.get(fid)
             file_ends.append({
                 "sid": shard_id, "fid": fid, "st": FileState(rec["state"]).value, "ec": rec.get("error_class"),
-                "err": rec.get("error"), "ek": error_key(rec.get("error")), "t": rec["time"], "sec": rec.get("seconds", {}).get("total"),
+                "err": rec.get("error"), "ek": reason_key(rec.get("error")), "t": rec["time"],
+                "sec": rec.get("seconds", {}).get("total"),
                 "media": rec.get("facts", {}).get("duration_s"), "out": json.dumps(rec.get("outputs", [])),
                 "ts": ts, "inc": 0 if ts is None else 1,
             })
@@ -675,9 +676,9 @@ def _end_shards(c: Any, ends: Sequence[tuple[int, str, float]]) -> None:
     if not ends:
         return
     in_hand = [(sid, f"the task ended while on this file: {reason}", when) for sid, reason, when in ends]
-    _executemany(c, _FAIL_IN_HAND, [{"sid": sid, "t": when, "in_hand": error, "in_hand_key": error_key(error)}
+    _executemany(c, _FAIL_IN_HAND, [{"sid": sid, "t": when, "in_hand": error, "in_hand_key": reason_key(error)}
                                     for sid, error, when in in_hand])
     unreached = [(sid, f"not reached: {reason}") for sid, reason, _ in ends if not reason.startswith("complete")]
-    _executemany(c, _NOTE_UNREACHED, [{"sid": sid, "note": note, "note_key": error_key(note)}
+    _executemany(c, _NOTE_UNREACHED, [{"sid": sid, "note": note, "note_key": reason_key(note)}
                                       for sid, note in unreached])
     _executemany(c, _END_SHARD, [{"sid": sid, "t": when, "reason": reason} for sid, reason, when in ends])
