@@ -71,8 +71,8 @@ files = Table(
 Index("files_state_finished", files.c.state, files.c.finished_at)
 # Folding and ending shards look up one shard's files in one state.
 Index("files_shard_state", files.c.shard_id, files.c.state)
-# The most common errors, counted along the index.
-Index("files_state_error", files.c.state, files.c.error_class, files.c.error_key)
+# The most common errors, counted along the index (and those not keyed yet found by it).
+Index("files_state_reason", files.c.state, files.c.error_key, files.c.error_class)
 
 shards = Table(
     "shards",
@@ -381,12 +381,16 @@ class Manifest:
     # --- reading for status ------------------------------------------------------------
 
     def counts(self) -> dict[FileState, int]:
-        """Files by state: one count per state, each over its stretch of the state index (a
-        GROUP BY would compare every entry's state)."""
-        per_state = [select(func.count()).where(files.c.state == s.value).scalar_subquery() for s in FileState]
+        """Files by state, in one statement: each state but done counted over its stretch of
+        the state index, done as the rest of the table's count (which SQLite takes from the
+        table's pages, not its rows) - done is the bulk of a run's files."""
+        others = [s for s in FileState if s is not FileState.DONE]
+        per_state = [select(func.count()).where(files.c.state == s.value).scalar_subquery() for s in others]
         with self.engine.connect() as c:
-            found = c.execute(select(*per_state)).one()
-        return dict(zip(FileState, found))
+            total, *found = c.execute(select(select(func.count()).select_from(files).scalar_subquery(),
+                                             *per_state)).one()
+        counts = dict(zip(others, found))
+        return {s: total - sum(found) if s is FileState.DONE else counts[s] for s in FileState}
 
     def shard_counts(self) -> dict[ShardState, int]:
         with self.engine.connect() as c:
@@ -454,7 +458,7 @@ class Manifest:
                 rows = c.execute(
                     select(files.c.error_class, files.c.error_key, func.count())
                     .where(files.c.state == state, files.c.error_key.is_not(None))
-                    .group_by(files.c.error_class, files.c.error_key)
+                    .group_by(files.c.error_key, files.c.error_class)  # the index's order: no sorting
                 )
                 for cls, key, n in rows:
                     reasons[f"{cls}: {key}"] += n

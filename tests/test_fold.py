@@ -248,7 +248,7 @@ def test_an_older_manifest_is_upgraded_in_place(tmp_path):
     db.execute("DROP INDEX files_shard_state")
     db.execute("ALTER TABLE files DROP COLUMN media_seconds")  # stands for a column added later
     db.execute("UPDATE files SET error = ? WHERE id = ?", ("/archive/x.mp4: no audio stream", ids[1][0]))
-    db.execute("DROP INDEX files_state_error")
+    db.execute("DROP INDEX files_state_reason")
     db.execute("ALTER TABLE files DROP COLUMN error_key")
     db.commit()
     db.close()
@@ -265,7 +265,7 @@ def test_an_older_manifest_is_upgraded_in_place(tmp_path):
     media = db.execute("SELECT media_seconds FROM files WHERE id = ?", (ids[0][0],)).fetchone()[0]
     keys = db.execute("SELECT DISTINCT error_key FROM files WHERE error IS NOT NULL").fetchall()
     db.close()
-    assert {"files_shard_state", "files_state_error"} <= indexes and "files_shard_state" in str(plan)
+    assert {"files_shard_state", "files_state_reason"} <= indexes and "files_shard_state" in str(plan)
     assert media == 12.5
     assert keys == [("no audio stream",)]  # errors already there were keyed when the column came
     after = dump(path)
