@@ -1,4 +1,9 @@
-"""Finding the input files a job names: glob patterns and/or a file of paths."""
+"""Finding the input files a job names: glob patterns and/or a file of paths, local or remote.
+
+A pattern or listed path written ``host:/path`` is remote: every remote one of a host
+is listed over one ssh connection (orchestrator/remote.py) and recorded as
+``host:/path`` with the size and mtime the host reports.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import os
 from pathlib import Path
 
 from orchestrator.manifest import InputFile
+from orchestrator.remote import glob_regex, glob_start, list_host
 from tvseg.config import JobConfig
 from tvseg.errors import ConfigError
+from tvseg.remote import split_remote
 
 
 def scan_inputs(config: JobConfig) -> list[InputFile]:
@@ -19,13 +26,20 @@ def scan_inputs(config: JobConfig) -> list[InputFile]:
     A glob pattern that matches nothing is an error: it is most likely a typo.
     """
     base = config.source.parent
-    paths: dict[str, None] = {}
+    found: dict[str, InputFile] = {}
+    remote_patterns: dict[str, list[str]] = {}  # host -> patterns
+    remote_listed: dict[str, list[str]] = {}  # host -> paths from inputs_from
     for pattern in config.inputs:
+        if (remote := split_remote(pattern)) is not None:
+            remote_patterns.setdefault(remote[0], []).append(remote[1])
+            continue
         full = pattern if os.path.isabs(pattern) else str(base / pattern)
         matched = [p for p in glob.glob(full, recursive=True) if os.path.isfile(p)]
         if not matched:
             raise ConfigError(f"{config.source}: inputs: pattern {pattern!r} matches no file (looked for {full})")
-        paths.update(dict.fromkeys(os.path.abspath(p) for p in matched))
+        for path in matched:
+            found.setdefault(os.path.abspath(path), _local(os.path.abspath(path)))
+    listed: list[str] = []
     if config.inputs_from is not None:
         listing = config.inputs_from
         try:
@@ -34,13 +48,41 @@ def scan_inputs(config: JobConfig) -> list[InputFile]:
             raise ConfigError(f"{listing}: cannot read the list of inputs: {exc}") from None
         for line in lines:
             entry = line.strip()
-            if entry and not entry.startswith("#"):
-                paths[os.path.abspath(entry if os.path.isabs(entry) else listing.parent / entry)] = None
-    found = []
-    for path in sorted(paths):
-        try:
-            st = os.stat(path)
-            found.append(InputFile(path=path, size=st.st_size, mtime=st.st_mtime))
-        except OSError:
-            found.append(InputFile(path=path, size=0, mtime=None))
-    return found
+            if not entry or entry.startswith("#"):
+                continue
+            if (remote := split_remote(entry)) is not None:
+                remote_listed.setdefault(remote[0], []).append(remote[1])
+            else:
+                listed.append(os.path.abspath(entry if os.path.isabs(entry) else listing.parent / entry))
+    for path in listed:
+        found.setdefault(path, _local(path))
+    for host in sorted({*remote_patterns, *remote_listed}):
+        for f in _scan_host(config, host, remote_patterns.get(host, []), remote_listed.get(host, [])):
+            found.setdefault(f.path, f)
+    return [found[path] for path in sorted(found)]
+
+
+def _local(path: str) -> InputFile:
+    try:
+        st = os.stat(path)
+        return InputFile(path=path, size=st.st_size, mtime=st.st_mtime)
+    except OSError:
+        return InputFile(path=path, size=0, mtime=None)
+
+
+def _scan_host(config: JobConfig, host: str, patterns: list[str], listed: list[str]) -> list[InputFile]:
+    starts = [glob_start(p) for p in patterns] + [(p, 0) for p in listed]
+    lists, complaints = list_host(config.ssh, host, starts, str(config.source))
+    out: list[InputFile] = []
+    for pattern, matches in zip(patterns, lists):
+        regex = glob_regex(pattern)
+        kept = [m for m in matches if regex.fullmatch(m.path)]
+        if not kept:
+            detail = f"; {host} said: {complaints}" if complaints else ""
+            raise ConfigError(f"{config.source}: inputs: pattern {host}:{pattern!r} matches no file{detail}")
+        out += [InputFile(path=f"{host}:{m.path}", size=m.size, mtime=m.mtime) for m in kept]
+    for path, matches in zip(listed, lists[len(patterns):]):
+        hit = next((m for m in matches if m.path == path), None)
+        out.append(InputFile(path=f"{host}:{path}", size=hit.size, mtime=hit.mtime) if hit
+                   else InputFile(path=f"{host}:{path}", size=0, mtime=None))
+    return out

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import tvseg
 from orchestrator.executor import Executor, make_executor
 from orchestrator.inputs import scan_inputs
 from orchestrator.manifest import FileRow, InputFile, Manifest
@@ -100,6 +101,8 @@ def _submit_shards(config: JobConfig, manifest: Manifest, executor: Executor, sh
             workdir=str(config.workdir),
             files=tuple(TaskFile(f.id, f.path, f.size, f.output_name) for f in manifest.shard_files(shard_id)),
             worker=config.worker,
+            ssh=config.ssh,
+            tvseg_version=tvseg.__version__,
         )
         for shard_id in shard_ids
     ]

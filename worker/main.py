@@ -22,7 +22,7 @@ from tvseg.slurm_client import requeue
 from tvseg.task import REQUEUE_SIGNAL, ShardTask
 from worker.pipeline import Pipeline
 from worker.stages import Stage, stage_class
-from worker.staging import ByteBudget, CopyStager
+from worker.staging import ByteBudget, RsyncStager
 
 REQUEUE_SIG = signal.Signals[f"SIG{REQUEUE_SIGNAL}"]
 STOP_SIGNALS = (signal.SIGTERM, REQUEUE_SIG, signal.SIGINT)
@@ -104,7 +104,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
             stages.append(stage)
             stage.setup()
         summary = Pipeline(
-            files=todo, stages=stages, stager=CopyStager(scratch), journal=journal,
+            files=todo, stages=stages, stager=RsyncStager(scratch, task.ssh, stop.event), journal=journal,
             outputs_root=task.outputs_root, queue_depth=task.worker.queue_depth,
             budget=ByteBudget(task.worker.scratch_budget), stop=stop.event,
         ).run()
