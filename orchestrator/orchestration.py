@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import tvseg
+from orchestrator.environment import check_environment
 from orchestrator.executor import Executor, make_executor
 from orchestrator.inputs import scan_inputs
 from orchestrator.manifest import FileRow, InputFile, Manifest
@@ -62,7 +63,9 @@ def open_manifest(config: JobConfig, create: bool = False) -> Manifest:
 
 
 def plan_submit(config: JobConfig) -> SubmitPlan:
-    """Scan the inputs and shard what the manifest does not know yet.  Writes nothing."""
+    """Check the worker's environment, scan the inputs and shard what the manifest does not know
+    yet.  Writes nothing."""
+    check_environment(config)
     inputs = scan_inputs(config)
     known: set[str] = set()
     resubmit: list[int] = []
@@ -198,6 +201,7 @@ def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool,
     """What retry would do.  ``mem``/``time_limit`` (SLURM values) override what jobs.yaml and
     the tasks' ends call for: after OUT_OF_MEMORY or TIMEOUT, the memory or time of that
     task times slurm.grow-factor, up to slurm.max-mem / slurm.max-time."""
+    check_environment(config)
     files, exhausted = manifest.retry_candidates(config.worker.max_attempts, include_quarantined)
     shards = plan_shards(files, lambda f: f.size, lambda f: f.path,
                          config.sharding.files_per_shard, config.sharding.bytes_per_shard)

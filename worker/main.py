@@ -11,12 +11,14 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
-from tvseg.errors import ExecutorError
+import tvseg
+from tvseg.errors import ExecutorError, VersionMismatch
 from tvseg.journal import JournalWriter, settled_in_earlier_attempts, shard_dir
 from tvseg.slurm_client import requeue
 from tvseg.task import REQUEUE_SIGNAL, ShardTask
@@ -82,6 +84,15 @@ def _requeue() -> str:
     return ""
 
 
+def check_version(task: ShardTask) -> None:
+    """The pickled task and the journal format are a contract between two installs of tvseg:
+    a worker of another version than the orchestrator's stops before it takes a file."""
+    if task.tvseg_version != tvseg.__version__:
+        raise VersionMismatch(f"the worker's environment ({sys.executable}) holds tvseg {tvseg.__version__}, the "
+                              f"orchestrator that submitted this task tvseg {task.tvseg_version or '(not said: an older one)'}"
+                              ": install the same version in both (its files stay pending for 'orchestrate retry')")
+
+
 def run_shard(task: ShardTask) -> dict[str, Any]:
     """Process one shard; returns a summary of outcomes (also in the journal)."""
     journal = JournalWriter(shard_dir(Path(task.workdir), task.shard_id))
@@ -92,6 +103,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     stages: list[Stage] = []
     reason, detail = "error", ""
     try:
+        check_version(task)
         journal.heartbeat()
         threading.Thread(target=_heartbeat, args=(journal, task.worker.heartbeat_seconds, beat_done),
                          name="tvseg-heartbeat", daemon=True).start()
