@@ -14,10 +14,12 @@ Layout under <workdir>/journals/::
 Record kinds (every record has "kind" and "time"; a reader skips kinds it does not
 know, with a warning, so that a newer worker never bricks an older orchestrator)::
 
-    task_start  shard, attempt, host, pid, job_id, skipped (file ids settled earlier)
+    task_start  shard, attempt, host, pid, job_id, skipped (file ids settled earlier),
+                python (the worker's interpreter), tvseg (its version)
     file_start  file_id
     file_end    file_id, state (done|failed|quarantined), error_class, error,
-                outputs, facts, seconds {"stage": s, "total": s}
+                outputs, facts, seconds {"stage": s, "total": s},
+                staging {"bytes", "seconds", "tries"} (the transfer to scratch; absent if none)
     task_end    reason (complete|stopped|requeued|error), detail; "requeued": the scheduler runs
                 the task again (a later task_end of the same attempt replaces it)
 """

@@ -110,7 +110,8 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         settled = settled_in_earlier_attempts(journal.directory) if journal.attempt else set()
         todo = [f for f in task.files if f.file_id not in settled]
         journal.write("task_start", shard=task.shard_id, attempt=journal.attempt, host=socket.gethostname(),
-                      pid=os.getpid(), job_id=job_id(), skipped=sorted(settled))
+                      pid=os.getpid(), job_id=job_id(), skipped=sorted(settled), python=sys.executable,
+                      tvseg=tvseg.__version__)
         for name in task.worker.stages:
             stage = stage_class(name)(task.worker.stage_settings[name])
             stages.append(stage)
