@@ -309,3 +309,19 @@ def _write_txt3(truth: Broadcast, bad_lines: int) -> None:
                       "Type=Commercial")[k % 2])
     lines.append(f"END|{end:%Y%m%d%H%M%S}|{stem}")
     truth.captions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def make_long_video(path: Path, seconds: float, size: str = "160x90", loop_seconds: float = 60.0) -> Path:
+    """A cheap long recording: ``loop_seconds`` of testsrc2 (low bit rate, a key frame every 10 s)
+    with a quiet tone, looped to ``seconds`` without re-encoding (2 h: ~40 MB, a few seconds)."""
+    clip = path.with_name(f"{path.stem}.loop.mp4")
+    _run(["ffmpeg", "-nostdin", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={loop_seconds}",
+          "-f", "lavfi", "-i", f"sine=frequency=440:duration={loop_seconds}", "-c:v", "libx264",
+          "-preset", "veryfast", "-b:v", "30k", "-g", "250", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "16k",
+          "-shortest", str(clip)])
+    try:
+        _run(["ffmpeg", "-nostdin", "-y", "-stream_loop", "-1", "-i", str(clip), "-t", str(seconds), "-c", "copy",
+              str(path)])
+    finally:
+        clip.unlink(missing_ok=True)
+    return path
