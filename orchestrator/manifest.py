@@ -61,6 +61,10 @@ files = Table(
     Column("media_seconds", Float),
     Column("outputs", Text),  # JSON list of paths relative to the file's output folder
     Column("added_at", Float, nullable=False),
+    # Added later (nullable, created when an older manifest is opened): what the worker measured.
+    Column("stage_seconds", Text),  # JSON {"stage": seconds, ..., "total": seconds}
+    Column("stage_rss", Text),  # JSON {"stage": peak bytes of the worker process during that stage}
+    Column("peak_rss", Integer),  # the largest of stage_rss
 )
 Index("files_state_finished", files.c.state, files.c.finished_at)
 
@@ -80,6 +84,7 @@ shards = Table(
     Column("end_reason", Text),
     Column("host", Text),
     Column("pid", Integer),
+    Column("peak_rss", Integer),  # added later: the worker process's peak over the task's attempts
 )
 
 submissions = Table(
@@ -164,6 +169,21 @@ class Manifest:
             raise ManifestError(f"{path}: cannot open the manifest: {exc.orig}") from None
         if version != str(SCHEMA_VERSION):
             raise ManifestError(f"{path}: manifest schema {version}, this tvseg reads {SCHEMA_VERSION}")
+        try:
+            self._add_missing()
+        except DatabaseError as exc:
+            raise ManifestError(f"{path}: cannot add the columns this tvseg records: {exc.orig}") from None
+
+    def _add_missing(self) -> None:
+        """Columns and indexes added since a manifest was made (all nullable): created on open."""
+        with self.engine.begin() as c:
+            for table in metadata.sorted_tables:
+                have = {row[1] for row in c.exec_driver_sql(f'PRAGMA table_info("{table.name}")')}
+                for column in table.columns:
+                    if column.name not in have:
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        c.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+            metadata.create_all(c, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -305,15 +325,22 @@ class Manifest:
                        or_(*(files.c.state == st for st in open_states)))  # IN cannot executemany
                 .values(state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"),
                         finished_at=bindparam("t"), seconds=bindparam("sec"), media_seconds=bindparam("media"),
-                        outputs=bindparam("out")),
+                        outputs=bindparam("out"), stage_seconds=bindparam("ss"), stage_rss=bindparam("sr"),
+                        peak_rss=bindparam("pr")),
                 [
                     {"fid": r["file_id"], "st": FileState(r["state"]).value, "ec": r.get("error_class"),
                      "err": r.get("error"), "t": r["time"], "sec": r.get("seconds", {}).get("total"),
-                     "media": r.get("facts", {}).get("duration_s"), "out": json.dumps(r.get("outputs", []))}
+                     "media": r.get("facts", {}).get("duration_s"), "out": json.dumps(r.get("outputs", [])),
+                     "ss": json.dumps(r["seconds"]) if r.get("seconds") else None,
+                     "sr": json.dumps(r["peak_rss"]) if r.get("peak_rss") else None,
+                     "pr": max(r["peak_rss"].values()) if r.get("peak_rss") else None}
                     for r in by_kind["file_end"]
                 ],
             )
         for rec in by_kind["task_end"]:
+            if rec.get("peak_rss"):
+                c.execute(update(shards).where(shards.c.id == shard_id)
+                          .values(peak_rss=func.max(func.coalesce(shards.c.peak_rss, 0), int(rec["peak_rss"]))))
             if rec["reason"] == "requeued":  # the scheduler runs the task again; that attempt resumes the shard
                 c.execute(
                     update(shards)

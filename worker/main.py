@@ -20,6 +20,7 @@ from tvseg.errors import ExecutorError
 from tvseg.journal import JournalWriter, settled_in_earlier_attempts, shard_dir
 from tvseg.slurm_client import requeue
 from tvseg.task import REQUEUE_SIGNAL, ShardTask
+from worker.memory import PeakMemory
 from worker.pipeline import Pipeline
 from worker.stages import Stage, stage_class
 from worker.staging import ByteBudget, CopyStager
@@ -90,6 +91,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     beat_done = threading.Event()
     scratch = scratch_root(task.worker.scratch_dir) / f"tvseg-shard{task.shard_id}-{os.getpid()}"
     stages: list[Stage] = []
+    memory = PeakMemory()
     reason, detail = "error", ""
     try:
         journal.heartbeat()
@@ -106,7 +108,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         summary = Pipeline(
             files=todo, stages=stages, stager=CopyStager(scratch), journal=journal,
             outputs_root=task.outputs_root, queue_depth=task.worker.queue_depth,
-            budget=ByteBudget(task.worker.scratch_budget), stop=stop.event,
+            budget=ByteBudget(task.worker.scratch_budget), stop=stop.event, memory=memory,
         ).run()
         if summary.stopped:
             reason, detail = "stopped", f"{stop.signal_name or 'stop'} before every file was handled"
@@ -132,10 +134,11 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - teardown must go on
                 pass
         shutil.rmtree(scratch, ignore_errors=True)
-        journal.write("task_end", reason=reason, detail=detail)
+        memory.peak()  # the stages' setup (models loaded) counts too
+        journal.write("task_end", reason=reason, detail=detail, peak_rss=memory.highest)
         if reason == "requeued":
             failure = _requeue()
             if failure:  # this end replaces the one above
-                journal.write("task_end", reason="stopped", detail=failure)
+                journal.write("task_end", reason="stopped", detail=failure, peak_rss=memory.highest)
         journal.close()
         stop.restore()
