@@ -16,7 +16,7 @@ from typing import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator import orchestration, report
+from orchestrator import orchestration, planning, report
 from orchestrator.config import load_config
 from tvseg.config import parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExitCode, TvsegError, UsageError
@@ -108,6 +108,7 @@ def _submit(config, args, out: Console) -> ExitCode:
     out.print(f"{config.name}: {plan.new_files} new file(s), {n_bytes}, in {len(plan.shards)} new shard(s); "
               f"{plan.known} already in the manifest"
               + (f"; {len(plan.resubmit)} shard(s) left unsubmitted earlier" if plan.resubmit else ""))
+    _advice(plan.advice, args.dry_run, out)
     if args.dry_run:
         out.print("dry run: nothing written, nothing submitted")
         return ExitCode.OK
@@ -160,6 +161,7 @@ def _retry(config, args, out: Console) -> ExitCode:
             out.print(note, markup=False)
         if plan.mem or plan.time:
             out.print(f"this retry asks for mem={plan.mem or config.slurm.mem} time={plan.time or config.slurm.time}")
+        _advice(plan.advice, args.dry_run, out)
         if args.dry_run:
             for f in plan.files:
                 out.print(f"  {f.state.value:<11} attempts={f.attempts} {f.path}", markup=False)
@@ -173,6 +175,17 @@ def _retry(config, args, out: Console) -> ExitCode:
     finally:
         manifest.close()
     return _wait(config, out) if args.wait else ExitCode.OK
+
+
+def _advice(advice, dry_run: bool, out: Console) -> None:
+    """The plan from what was measured (dry runs), and its warnings (always)."""
+    if advice is None:
+        return
+    if dry_run:
+        for line in planning.describe(advice):
+            out.print(line, markup=False, soft_wrap=True)
+    for warning in advice.warnings:
+        _warn(warning)
 
 
 def _wait(config, out: Console) -> ExitCode:

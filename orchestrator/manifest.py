@@ -504,8 +504,52 @@ class Manifest:
                 select(files.c.error_class, files.c.error)
                 .where(files.c.state.in_([FileState.FAILED.value, FileState.QUARANTINED.value]))
             )
-            reasons = Counter(f"{cls}: {_reason_key(err)}" for cls, err in rows)
+            reasons = Counter(f"{cls}: {reason_key(err)}" for cls, err in rows)
         return reasons.most_common(limit)
+
+    def measured_files(self) -> list[tuple[int, float, float, str, str | None]]:
+        """(size, media seconds, seconds, stage_seconds JSON, stage_rss JSON) of every done file
+        whose worker measured its stages (what a plan is made from)."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(files.c.size, files.c.media_seconds, files.c.seconds, files.c.stage_seconds, files.c.stage_rss)
+                .where(files.c.state == FileState.DONE.value, files.c.media_seconds > 0,
+                       files.c.stage_seconds.is_not(None))
+            )
+            return [tuple(r) for r in rows]
+
+    def shard_peaks(self) -> list[int]:
+        """The peak memory each task reported (shards whose worker measured it)."""
+        with self.engine.connect() as c:
+            return list(c.execute(select(shards.c.peak_rss).where(shards.c.peak_rss.is_not(None))).scalars())
+
+    def shard_sizes(self, shard_ids: Sequence[int]) -> list[list[int]]:
+        """The file sizes of each of these shards (in the given order)."""
+        with self.engine.connect() as c:
+            rows = c.execute(select(files.c.shard_id, files.c.size).where(files.c.shard_id.in_(list(shard_ids))))
+            by_shard: dict[int, list[int]] = {i: [] for i in shard_ids}
+            for shard_id, size in rows:
+                by_shard[shard_id].append(size)
+        return [by_shard[i] for i in shard_ids]
+
+    def report_files(self) -> list[tuple]:
+        """Every file, for the run report: (path, size, state, shard id, error class, error,
+        finished at, seconds, media seconds, stage_seconds JSON, peak rss, outputs JSON, output name)."""
+        with self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(
+                select(files.c.path, files.c.size, files.c.state, files.c.shard_id, files.c.error_class, files.c.error,
+                       files.c.finished_at, files.c.seconds, files.c.media_seconds, files.c.stage_seconds,
+                       files.c.peak_rss, files.c.outputs, files.c.output_name).order_by(files.c.id))]
+
+    def report_shards(self) -> list[dict[str, Any]]:
+        """Every shard with the resources its submission asked for (JSON) and its submission's kind."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(shards.c.id, shards.c.state, shards.c.job_id, shards.c.n_files, shards.c.started_at,
+                       shards.c.ended_at, shards.c.end_reason, shards.c.host, shards.c.peak_rss,
+                       shards.c.submission_id, submissions.c.kind, submissions.c.resources)
+                .select_from(shards.outerjoin(submissions)).order_by(shards.c.id))
+            return [dict(r._mapping) for r in rows]
 
     def files_in(self, states: Sequence[FileState]) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
@@ -513,7 +557,7 @@ class Manifest:
             return [dict(r._mapping) for r in rows]
 
 
-def _reason_key(error: str | None) -> str:
+def reason_key(error: str | None) -> str:
     """Group errors that differ only by the file they name."""
     line = (error or "").splitlines()[0] if error else ""
     return line.split(": ", 1)[1][:120] if line.startswith("/") and ": " in line else line[:120]
