@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, help="the model folder (default: stage_settings.segment.model_dir of JOBS_YAML)")
 
     command("cancel", "Cancel the run's queued and running tasks; their unfinished files go back to pending.")
+
+    p = command("report", "Write one self-contained HTML report of the run (plots embedded) from the manifest.")
+    p.add_argument("--out", type=Path, metavar="PATH", help="where to write it (default: <workdir>/report.html)")
     return parser
 
 
@@ -237,6 +240,21 @@ def _cancel(config, args, out: Console) -> ExitCode:
     return ExitCode.OK
 
 
+def _report(config, args, out: Console) -> ExitCode:
+    from orchestrator.run_report import build_report  # noqa: PLC0415 - matplotlib only for this command
+
+    manifest = orchestration.open_manifest(config)
+    try:
+        for message in orchestration.reconcile(config, manifest):
+            _warn(message)
+        built = build_report(config, manifest, args.out or config.workdir / "report.html")
+    finally:
+        manifest.close()
+    out.print(f"report: {built.path} ({built.files} file(s), {built.timelines} timeline(s), "
+              f"{built.bytes / 1e6:.1f} MB, {built.seconds:.1f} s)", markup=False, soft_wrap=True)
+    return ExitCode.OK
+
+
 def _models(config, args, out: Console) -> ExitCode:
     from worker.models import fetch_models, verify_model_dir  # noqa: PLC0415 - pip and hashlib only
 
@@ -254,7 +272,8 @@ def _models(config, args, out: Console) -> ExitCode:
     return ExitCode.OK
 
 
-_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry, "models": _models, "cancel": _cancel}
+_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry, "models": _models, "cancel": _cancel,
+             "report": _report}
 
 
 if __name__ == "__main__":
