@@ -5,8 +5,9 @@
    real, sparse files of varied sizes, so every one is stat'ed).
 2. `orchestrate status` (tables and --json) on an N-file manifest in which most
    files are settled, built through the manifest's own API and folded journals.
+3. `orchestrate report` (the HTML page, with a timeline link per done file) on that manifest.
 
-Targets on a 2-core machine with N = 100,000: dry run <= 10 s, status <= 0.5 s.
+Targets on a 2-core machine with N = 100,000: dry run <= 10 s, status <= 0.5 s, report <= 10 s.
 
 Usage: .venv/bin/python bench/spine_bench.py [--files 100000] [--keep DIR]
 """
@@ -83,9 +84,14 @@ def build_manifest(jobs: Path) -> None:
             journal.write("file_start", file_id=f.id)
             state = "done" if roll < 0.93 else "failed" if roll < 0.97 else "quarantined"
             error = {} if state == "done" else {"error_class": "BadInput", "error": f"{f.path}: no audio stream"}
-            journal.write("file_end", file_id=f.id, state=state, outputs=[], facts={"duration_s": 3600.0},
-                          seconds={"total": 60.0}, **error)
-        journal.write("task_end", reason="stopped", detail="TIMEOUT")
+            media = rng.uniform(3600, 8 * 3600)
+            seconds = {"staging": 2.0, "probe": 0.5, "segment": media / 40, "boundaries": 1.5}
+            seconds["total"] = sum(seconds.values())
+            outputs = [f"{f.output_name}/segments.csv", f"{f.output_name}/timeline.png"] if state == "done" else []
+            journal.write("file_end", file_id=f.id, state=state, outputs=outputs, facts={"duration_s": media},
+                          seconds=seconds, peak_rss={"probe": 80_000_000, "segment": rng.randint(1, 3) * 10**9,
+                                                     "boundaries": 150_000_000}, **error)
+        journal.write("task_end", reason="stopped", detail="TIMEOUT", peak_rss=rng.randint(2, 4) * 10**9)
         journal.close()
     manifest.close()
 
@@ -118,6 +124,10 @@ def main() -> None:
         snap = json.loads(out)
         print(f"status --json on {snap['total']} files: {js:.3f} s (target <= 0.5 s)  files={snap['files']}")
         print(f"status (tables) on {snap['total']} files: {table:.3f} s (target <= 0.5 s)")
+        report = folder / "report.html"
+        rep, out = timed([ORCHESTRATE, "report", str(jobs), "--out", str(report)], repeat=3)
+        print(f"report on {snap['total']} files: {rep:.2f} s (target <= 10 s), {report.stat().st_size / 1e6:.1f} MB  "
+              f"[{out.strip()}]")
         bare, _ = timed([sys.executable, "-c", "pass"], repeat=5)
         print(f"(python start-up alone: {bare:.3f} s)")
         print(f"manifest size: {os.path.getsize(folder / 'work' / 'manifest.sqlite') / 1e6:.1f} MB")

@@ -16,7 +16,7 @@ from typing import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator import orchestration, report
+from orchestrator import orchestration, planning, report
 from orchestrator.config import load_config
 from tvseg.config import parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExitCode, TvsegError, UsageError
@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, help="the model folder (default: stage_settings.segment.model_dir of JOBS_YAML)")
 
     command("cancel", "Cancel the run's queued and running tasks; their unfinished files go back to pending.")
+
+    p = command("report", "Write one self-contained HTML report of the run (plots embedded) from the manifest.")
+    p.add_argument("--out", type=Path, metavar="PATH", help="where to write it (default: <workdir>/report.html)")
     return parser
 
 
@@ -108,6 +111,7 @@ def _submit(config, args, out: Console) -> ExitCode:
     out.print(f"{config.name}: {plan.new_files} new file(s), {n_bytes}, in {len(plan.shards)} new shard(s); "
               f"{plan.known} already in the manifest"
               + (f"; {len(plan.resubmit)} shard(s) left unsubmitted earlier" if plan.resubmit else ""))
+    _advice(plan.advice, args.dry_run, out)
     if args.dry_run:
         out.print("dry run: nothing written, nothing submitted")
         return ExitCode.OK
@@ -160,6 +164,7 @@ def _retry(config, args, out: Console) -> ExitCode:
             out.print(note, markup=False)
         if plan.mem or plan.time:
             out.print(f"this retry asks for mem={plan.mem or config.slurm.mem} time={plan.time or config.slurm.time}")
+        _advice(plan.advice, args.dry_run, out)
         if args.dry_run:
             for f in plan.files:
                 out.print(f"  {f.state.value:<11} attempts={f.attempts} {f.path}", markup=False)
@@ -173,6 +178,17 @@ def _retry(config, args, out: Console) -> ExitCode:
     finally:
         manifest.close()
     return _wait(config, out) if args.wait else ExitCode.OK
+
+
+def _advice(advice, dry_run: bool, out: Console) -> None:
+    """The plan from what was measured (dry runs), and its warnings (always)."""
+    if advice is None:
+        return
+    if dry_run:
+        for line in planning.describe(advice):
+            out.print(line, markup=False, soft_wrap=True)
+    for warning in advice.warnings:
+        _warn(warning)
 
 
 def _wait(config, out: Console) -> ExitCode:
@@ -224,6 +240,21 @@ def _cancel(config, args, out: Console) -> ExitCode:
     return ExitCode.OK
 
 
+def _report(config, args, out: Console) -> ExitCode:
+    from orchestrator.run_report import build_report  # noqa: PLC0415 - matplotlib only for this command
+
+    manifest = orchestration.open_manifest(config)
+    try:
+        for message in orchestration.reconcile(config, manifest):
+            _warn(message)
+        built = build_report(config, manifest, args.out or config.workdir / "report.html")
+    finally:
+        manifest.close()
+    out.print(f"report: {built.path} ({built.files} file(s), {built.timelines} timeline(s), "
+              f"{built.bytes / 1e6:.1f} MB, {built.seconds:.1f} s)", markup=False, soft_wrap=True)
+    return ExitCode.OK
+
+
 def _models(config, args, out: Console) -> ExitCode:
     from worker.models import fetch_models, verify_model_dir  # noqa: PLC0415 - pip and hashlib only
 
@@ -241,7 +272,8 @@ def _models(config, args, out: Console) -> ExitCode:
     return ExitCode.OK
 
 
-_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry, "models": _models, "cancel": _cancel}
+_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry, "models": _models, "cancel": _cancel,
+             "report": _report}
 
 
 if __name__ == "__main__":

@@ -61,6 +61,10 @@ files = Table(
     Column("media_seconds", Float),
     Column("outputs", Text),  # JSON list of paths relative to the file's output folder
     Column("added_at", Float, nullable=False),
+    # Added later (nullable, created when an older manifest is opened): what the worker measured.
+    Column("stage_seconds", Text),  # JSON {"stage": seconds, ..., "total": seconds}
+    Column("stage_rss", Text),  # JSON {"stage": peak bytes of the worker process during that stage}
+    Column("peak_rss", Integer),  # the largest of stage_rss
 )
 Index("files_state_finished", files.c.state, files.c.finished_at)
 
@@ -80,6 +84,7 @@ shards = Table(
     Column("end_reason", Text),
     Column("host", Text),
     Column("pid", Integer),
+    Column("peak_rss", Integer),  # added later: the worker process's peak over the task's attempts
 )
 
 submissions = Table(
@@ -164,6 +169,21 @@ class Manifest:
             raise ManifestError(f"{path}: cannot open the manifest: {exc.orig}") from None
         if version != str(SCHEMA_VERSION):
             raise ManifestError(f"{path}: manifest schema {version}, this tvseg reads {SCHEMA_VERSION}")
+        try:
+            self._add_missing()
+        except DatabaseError as exc:
+            raise ManifestError(f"{path}: cannot add the columns this tvseg records: {exc.orig}") from None
+
+    def _add_missing(self) -> None:
+        """Columns and indexes added since a manifest was made (all nullable): created on open."""
+        with self.engine.begin() as c:
+            for table in metadata.sorted_tables:
+                have = {row[1] for row in c.exec_driver_sql(f'PRAGMA table_info("{table.name}")')}
+                for column in table.columns:
+                    if column.name not in have:
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        c.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+            metadata.create_all(c, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -305,15 +325,22 @@ class Manifest:
                        or_(*(files.c.state == st for st in open_states)))  # IN cannot executemany
                 .values(state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"),
                         finished_at=bindparam("t"), seconds=bindparam("sec"), media_seconds=bindparam("media"),
-                        outputs=bindparam("out")),
+                        outputs=bindparam("out"), stage_seconds=bindparam("ss"), stage_rss=bindparam("sr"),
+                        peak_rss=bindparam("pr")),
                 [
                     {"fid": r["file_id"], "st": FileState(r["state"]).value, "ec": r.get("error_class"),
                      "err": r.get("error"), "t": r["time"], "sec": r.get("seconds", {}).get("total"),
-                     "media": r.get("facts", {}).get("duration_s"), "out": json.dumps(r.get("outputs", []))}
+                     "media": r.get("facts", {}).get("duration_s"), "out": json.dumps(r.get("outputs", [])),
+                     "ss": json.dumps(r["seconds"]) if r.get("seconds") else None,
+                     "sr": json.dumps(r["peak_rss"]) if r.get("peak_rss") else None,
+                     "pr": max(r["peak_rss"].values()) if r.get("peak_rss") else None}
                     for r in by_kind["file_end"]
                 ],
             )
         for rec in by_kind["task_end"]:
+            if rec.get("peak_rss"):
+                c.execute(update(shards).where(shards.c.id == shard_id)
+                          .values(peak_rss=func.max(func.coalesce(shards.c.peak_rss, 0), int(rec["peak_rss"]))))
             if rec["reason"] == "requeued":  # the scheduler runs the task again; that attempt resumes the shard
                 c.execute(
                     update(shards)
@@ -477,8 +504,52 @@ class Manifest:
                 select(files.c.error_class, files.c.error)
                 .where(files.c.state.in_([FileState.FAILED.value, FileState.QUARANTINED.value]))
             )
-            reasons = Counter(f"{cls}: {_reason_key(err)}" for cls, err in rows)
+            reasons = Counter(f"{cls}: {reason_key(err)}" for cls, err in rows)
         return reasons.most_common(limit)
+
+    def measured_files(self) -> list[tuple[int, float, float, str, str | None]]:
+        """(size, media seconds, seconds, stage_seconds JSON, stage_rss JSON) of every done file
+        whose worker measured its stages (what a plan is made from)."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(files.c.size, files.c.media_seconds, files.c.seconds, files.c.stage_seconds, files.c.stage_rss)
+                .where(files.c.state == FileState.DONE.value, files.c.media_seconds > 0,
+                       files.c.stage_seconds.is_not(None))
+            )
+            return [tuple(r) for r in rows]
+
+    def shard_peaks(self) -> list[int]:
+        """The peak memory each task reported (shards whose worker measured it)."""
+        with self.engine.connect() as c:
+            return list(c.execute(select(shards.c.peak_rss).where(shards.c.peak_rss.is_not(None))).scalars())
+
+    def shard_sizes(self, shard_ids: Sequence[int]) -> list[list[int]]:
+        """The file sizes of each of these shards (in the given order)."""
+        with self.engine.connect() as c:
+            rows = c.execute(select(files.c.shard_id, files.c.size).where(files.c.shard_id.in_(list(shard_ids))))
+            by_shard: dict[int, list[int]] = {i: [] for i in shard_ids}
+            for shard_id, size in rows:
+                by_shard[shard_id].append(size)
+        return [by_shard[i] for i in shard_ids]
+
+    def report_files(self) -> list[tuple]:
+        """Every file, for the run report: (path, size, state, shard id, error class, error,
+        finished at, seconds, media seconds, stage_seconds JSON, peak rss, outputs JSON, output name)."""
+        with self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(
+                select(files.c.path, files.c.size, files.c.state, files.c.shard_id, files.c.error_class, files.c.error,
+                       files.c.finished_at, files.c.seconds, files.c.media_seconds, files.c.stage_seconds,
+                       files.c.peak_rss, files.c.outputs, files.c.output_name).order_by(files.c.id))]
+
+    def report_shards(self) -> list[dict[str, Any]]:
+        """Every shard with the resources its submission asked for (JSON) and its submission's kind."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(shards.c.id, shards.c.state, shards.c.job_id, shards.c.n_files, shards.c.started_at,
+                       shards.c.ended_at, shards.c.end_reason, shards.c.host, shards.c.peak_rss,
+                       shards.c.submission_id, submissions.c.kind, submissions.c.resources)
+                .select_from(shards.outerjoin(submissions)).order_by(shards.c.id))
+            return [dict(r._mapping) for r in rows]
 
     def files_in(self, states: Sequence[FileState]) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
@@ -486,7 +557,7 @@ class Manifest:
             return [dict(r._mapping) for r in rows]
 
 
-def _reason_key(error: str | None) -> str:
+def reason_key(error: str | None) -> str:
     """Group errors that differ only by the file they name."""
     line = (error or "").splitlines()[0] if error else ""
     return line.split(": ", 1)[1][:120] if line.startswith("/") and ": " in line else line[:120]

@@ -14,9 +14,10 @@ from typing import Callable, Sequence
 
 import tvseg
 from orchestrator.environment import check_environment
-from orchestrator.executor import Executor, make_executor
+from orchestrator.executor import Executor, executor_kind, make_executor
 from orchestrator.inputs import scan_inputs
 from orchestrator.manifest import FileRow, InputFile, Manifest
+from orchestrator.planning import Advice, advise, measure
 from orchestrator.sharding import plan_shards
 from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig, format_slurm_mem, format_slurm_time, parse_slurm_mem, parse_slurm_time
@@ -36,6 +37,7 @@ class SubmitPlan:
     new_bytes: int
     shards: list[list[InputFile]]
     resubmit: list[int] = field(default_factory=list)  # shards an earlier submit left unsubmitted
+    advice: Advice | None = None  # from what finished files measured, when any did
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class RetryPlan:
     mem: str | None = None  # SLURM resources for the retry when not those of jobs.yaml
     time: str | None = None
     notes: list[str] = field(default_factory=list)  # why they changed, or could not
+    advice: Advice | None = None  # from what finished files measured, when any did
 
 
 @dataclass(frozen=True)
@@ -69,18 +72,24 @@ def plan_submit(config: JobConfig) -> SubmitPlan:
     inputs = scan_inputs(config)
     known: set[str] = set()
     resubmit: list[int] = []
-    if config.manifest_path.exists():
-        manifest = open_manifest(config)
-        try:
+    manifest = open_manifest(config) if config.manifest_path.exists() else None
+    try:
+        if manifest is not None:
             known = manifest.known_paths()
             resubmit = manifest.created_shards()
-        finally:
+        new = [f for f in inputs if f.path not in known]
+        shards = plan_shards(new, lambda f: f.size, lambda f: f.path,
+                             config.sharding.files_per_shard, config.sharding.bytes_per_shard)
+        advice = None
+        measured = measure(manifest) if manifest is not None else None
+        if measured is not None:
+            sizes = [[f.size for f in shard] for shard in shards] + manifest.shard_sizes(resubmit)
+            advice = advise(config, measured, sizes, slurm=executor_kind(config) == "slurm")
+    finally:
+        if manifest is not None:
             manifest.close()
-    new = [f for f in inputs if f.path not in known]
-    shards = plan_shards(new, lambda f: f.size, lambda f: f.path,
-                         config.sharding.files_per_shard, config.sharding.bytes_per_shard)
     return SubmitPlan(known=len(inputs) - len(new), new_files=len(new), new_bytes=sum(f.size for f in new),
-                      shards=shards, resubmit=resubmit)
+                      shards=shards, resubmit=resubmit, advice=advice)
 
 
 def submit(config: JobConfig, plan: SubmitPlan, executor: Executor | None = None) -> Submitted:
@@ -210,8 +219,15 @@ def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool,
         grown_mem, grown_time, notes = _grow(config, manifest.retry_causes())
         mem = mem if mem is not None else grown_mem
         time_limit = time_limit if time_limit is not None else grown_time
-    return RetryPlan(files=files, exhausted=exhausted, shards=shards, resubmit=manifest.created_shards(),
-                     mem=mem, time=time_limit, notes=notes)
+    resubmit = manifest.created_shards()
+    advice = None
+    measured = measure(manifest)
+    if measured is not None:
+        sizes = [[f.size for f in shard] for shard in shards] + manifest.shard_sizes(resubmit)
+        advice = advise(config, measured, sizes, slurm=executor_kind(config) == "slurm", time_limit=time_limit,
+                        mem=mem)
+    return RetryPlan(files=files, exhausted=exhausted, shards=shards, resubmit=resubmit,
+                     mem=mem, time=time_limit, notes=notes, advice=advice)
 
 
 def _grow(config: JobConfig, causes: list[tuple[str, dict]]) -> tuple[str | None, str | None, list[str]]:

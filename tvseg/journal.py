@@ -20,8 +20,10 @@ know, with a warning, so that a newer worker never bricks an older orchestrator)
     file_end    file_id, state (done|failed|quarantined), error_class, error,
                 outputs, facts, seconds {"stage": s, "total": s},
                 staging {"bytes", "seconds", "tries"} (the transfer to scratch; absent if none)
+                peak_rss {"stage": bytes} (the worker process's peak during each stage; newer workers)
     task_end    reason (complete|stopped|requeued|error), detail; "requeued": the scheduler runs
-                the task again (a later task_end of the same attempt replaces it)
+                the task again (a later task_end of the same attempt replaces it);
+                peak_rss: bytes, the worker process's peak over the attempt (newer workers)
 """
 
 from __future__ import annotations

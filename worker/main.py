@@ -22,6 +22,7 @@ from tvseg.errors import ExecutorError, VersionMismatch
 from tvseg.journal import JournalWriter, settled_in_earlier_attempts, shard_dir
 from tvseg.slurm_client import requeue
 from tvseg.task import REQUEUE_SIGNAL, ShardTask
+from worker.memory import PeakMemory
 from worker.pipeline import Pipeline
 from worker.stages import Stage, stage_class
 from worker.staging import ByteBudget, RsyncStager
@@ -101,6 +102,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     beat_done = threading.Event()
     scratch = scratch_root(task.worker.scratch_dir) / f"tvseg-shard{task.shard_id}-{os.getpid()}"
     stages: list[Stage] = []
+    memory = PeakMemory()
     reason, detail = "error", ""
     try:
         check_version(task)
@@ -119,7 +121,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         summary = Pipeline(
             files=todo, stages=stages, stager=RsyncStager(scratch, task.ssh, stop.event), journal=journal,
             outputs_root=task.outputs_root, queue_depth=task.worker.queue_depth,
-            budget=ByteBudget(task.worker.scratch_budget), stop=stop.event,
+            budget=ByteBudget(task.worker.scratch_budget), stop=stop.event, memory=memory,
         ).run()
         if summary.stopped:
             reason, detail = "stopped", f"{stop.signal_name or 'stop'} before every file was handled"
@@ -145,10 +147,11 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - teardown must go on
                 pass
         shutil.rmtree(scratch, ignore_errors=True)
-        journal.write("task_end", reason=reason, detail=detail)
+        memory.peak()  # the stages' setup (models loaded) counts too
+        journal.write("task_end", reason=reason, detail=detail, peak_rss=memory.highest)
         if reason == "requeued":
             failure = _requeue()
             if failure:  # this end replaces the one above
-                journal.write("task_end", reason="stopped", detail=failure)
+                journal.write("task_end", reason="stopped", detail=failure, peak_rss=memory.highest)
         journal.close()
         stop.restore()

@@ -24,6 +24,7 @@ from tvseg.errors import BadInput, FileError, RetryableError
 from tvseg.journal import JournalWriter
 from tvseg.states import FileState
 from tvseg.task import TaskFile
+from worker.memory import PeakMemory
 from worker.stages import FileContext, Stage, StageResult
 from worker.staging import ByteBudget, CopyStager, Transfer
 
@@ -67,6 +68,7 @@ class Pipeline:
         queue_depth: int,
         budget: ByteBudget,
         stop: threading.Event,
+        memory: PeakMemory | None = None,
     ) -> None:
         self.files = files
         self.stages = stages
@@ -75,6 +77,7 @@ class Pipeline:
         self.outputs_root = outputs_root
         self.budget = budget
         self.stop = stop
+        self.memory = memory or PeakMemory()
         self.queue: queue.Queue[Staged | None] = queue.Queue(maxsize=queue_depth)
 
     def run(self) -> Summary:
@@ -144,6 +147,7 @@ class Pipeline:
         f = item.file
         self.journal.write("file_start", file_id=f.file_id)
         seconds: dict[str, float] = {"staging": round(item.seconds, 3)}
+        peak_rss: dict[str, int] = {}
         results: dict[str, StageResult] = {}
         record: dict = {}
         state = FileState.DONE
@@ -154,8 +158,12 @@ class Pipeline:
             out_dir.mkdir(parents=True, exist_ok=True)
             for stage in self.stages:
                 t0 = time.monotonic()
+                self.memory.start()
                 ctx = FileContext(f.file_id, f.path, item.path, out_dir, dict(results))
-                results[stage.name] = stage.process(ctx)
+                try:
+                    results[stage.name] = stage.process(ctx)
+                finally:
+                    peak_rss[stage.name] = self.memory.peak()
                 seconds[stage.name] = round(time.monotonic() - t0, 3)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded against this file
             state = classify(exc)
@@ -168,7 +176,7 @@ class Pipeline:
                 t = item.transfer
                 record["staging"] = {"bytes": t.bytes, "seconds": round(t.seconds, 3), "tries": t.tries}
             self.journal.write("file_end", file_id=f.file_id, state=state.value, outputs=outputs, facts=facts,
-                               seconds=seconds, **record)
+                               seconds=seconds, peak_rss=peak_rss, **record)
             self._release(item)
             if not outputs:
                 _remove_if_empty(self.outputs_root / f.output_name)
