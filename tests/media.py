@@ -22,7 +22,8 @@ SPEECH = {
                "the bridges of our cities, and we ask them how long a bridge should last. Our "
                "first guest has worked on the river crossings for more than twenty years."),
 }
-TRUTH_LABEL = {"speech": "speech", "music": "music", "noise": "noise", "silence": "noEnergy"}
+TRUTH_LABEL = {"speech": "speech", "music": "music", "noise": "noise", "silence": "noEnergy", "quiet": "noEnergy"}
+QUIET = 0.0003  # amplitude of the low-level noise of "quiet" sections (about -75 dBFS): a broadcast's silence
 CHORDS = [(261.63, 329.63, 392.00), (196.00, 246.94, 293.66), (220.00, 261.63, 329.63), (174.61, 220.00, 261.63)]
 
 
@@ -68,6 +69,7 @@ def make_program(path: Path, sections=(("speech", 15), ("music", 15), ("noise", 
         "music": f"aevalsrc='{music_expr()}':s=44100",
         "noise": "anoisesrc=color=pink:amplitude=0.08:r=44100",
         "silence": "anullsrc=r=44100:cl=mono",
+        "quiet": f"anoisesrc=color=white:amplitude={QUIET}:r=44100",  # low-level, not digital, silence
     }
     t = 0.0
     for i, (kind, seconds) in enumerate(sections):

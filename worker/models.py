@@ -96,6 +96,34 @@ def fetch_models(dest: Path) -> list[Path]:
     return [dest / name for name in EXPECTED]
 
 
+# The package's networks, as its classes in inaSpeechSegmenter.segmenter (SpeechMusicNoise, SpeechMusic,
+# Gender) define them; repeated here because that module imports TensorFlow (a test checks they agree).
+NETS = {
+    "smn": dict(outlabels=("speech", "music", "noise"), inlabel="energy", nmel=21, viterbi_arg=80,
+                model_fname="keras_speech_music_noise_cnn.hdf5"),
+    "sm": dict(outlabels=("speech", "music"), inlabel="energy", nmel=21, viterbi_arg=150,
+               model_fname="keras_speech_music_cnn.hdf5"),
+    "gender": dict(outlabels=("female", "male"), inlabel="speech", nmel=24, viterbi_arg=80,
+                   model_fname="keras_male_female_cnn.hdf5"),
+}
+
+
+def load_nets(model_dir: Path, vad_engine: str, detect_gender: bool, batch_size: int) -> list:
+    """The networks ``Segmenter(vad_engine, detect_gender)`` runs, in its order, as
+    ``worker.segmentation.Net``s predicting with TensorFlow; the folder is verified first."""
+    import keras
+
+    from worker.segmentation import Net
+
+    verify_model_dir(model_dir)
+    nets = []
+    for key in [vad_engine, *(["gender"] if detect_gender else [])]:
+        spec = NETS[key]
+        nn = keras.models.load_model(model_dir / spec["model_fname"], compile=False)
+        nets.append(Net(**spec, batch_size=batch_size, predict=nn.predict_on_batch))
+    return nets
+
+
 def load_segmenter(model_dir: Path, **options: Any):
     """An ``inaSpeechSegmenter.Segmenter(**options)`` whose models come from ``model_dir``.
 

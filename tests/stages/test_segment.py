@@ -20,8 +20,9 @@ import pytest
 
 from tests.media import assert_same_segmentation, make_program
 from tvseg.errors import BadInput, ModelError
-from worker.models import EXPECTED, load_segmenter
-from worker.segmentation import MIN_SAMPLES, SR, ChunkedSegmenter, _decode_chunks, _Features, _predict, _prefetch
+from worker.models import EXPECTED, load_nets, load_segmenter
+from worker.segmentation import (MIN_SAMPLES, SR, ChunkedSegmenter, Net, _Blocks, _decode_blocks, _FrameStore, _patches,
+                                 _predict, _prefetch, frame_features)
 from worker.stages import FileContext
 from worker.stages.segment import SegmentStage, Settings
 
@@ -70,57 +71,87 @@ def label_f1(segments, truth, label: str, collar: float = 1.0, step: float = 0.0
 
 @pytest.mark.parametrize("piece_seconds", [0.7, 3.3, 20.0])
 def test_features_in_pieces_equal_the_whole(piece_seconds):
-    from inaSpeechSegmenter.segmenter import _get_patches
     from inaSpeechSegmenter.sidekit_mfcc import mfcc
 
     rng = np.random.default_rng(0)
     sig = (rng.standard_normal(int(41.37 * SR)) * np.repeat(rng.random(42), SR)[: int(41.37 * SR)]).astype(np.float32)
-    sig[5 * SR: 7 * SR] = 0  # digital silence: non-finite patches
-    _, loge, _, mspec = mfcc(sig, get_mspec=True)
-    want, want_finite = _get_patches(mspec[:, :21].copy(), 68, 2)
+    sig[5 * SR: 7 * SR] = 0  # digital silence: -inf
+    with np.errstate(divide="ignore"):
+        _, loge, _, mspec = mfcc(sig, get_mspec=True)
 
-    features, step = _Features([21]), int(piece_seconds * SR)
-    pieces = [features.push(sig[i: i + step], i + step >= len(sig)) for i in range(0, len(sig), step)]
-    got = np.concatenate([p.patches[0][0] for p in pieces if p.patches])
-    got_finite = np.concatenate([p.patches[0][1] for p in pieces if p.patches])
-    # float32 sums of 400 squares per frame: their rounding may depend on the array's layout
-    np.testing.assert_allclose(np.concatenate([p.loge for p in pieces]), loge, rtol=0, atol=1e-5)
-    assert np.array_equal(got_finite, want_finite)
+    blocks, step = _Blocks(), int(piece_seconds * SR)
+    pieces = [blocks.push(sig[i: i + step], i + step >= len(sig)) for i in range(0, len(sig), step)]
+    features = [frame_features(block) for block in pieces if block is not None]
+    # float32 sums of 400 squares per frame: their rounding may depend on the array's layout;
     # the mel filter bank is a BLAS product: its rounding depends on the block size (1e-6)
-    np.testing.assert_allclose(got[want_finite], want[want_finite], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([f[0] for f in features]), loge, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([f[1] for f in features]), mspec, rtol=0, atol=1e-5)
 
 
-class _FakeNN:
-    def __init__(self) -> None:
-        self.batches = []
+def _store_of(folder: Path, sig: np.ndarray) -> _FrameStore:
+    store = _FrameStore(folder)
+    store.append(*frame_features(sig))
+    return store
 
-    def predict_on_batch(self, x):
-        self.batches.append(x[:, 0, 0, 0].tolist())
-        return np.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], axis=1)
+
+@pytest.mark.parametrize("seconds", [1.6, 7.31])  # an odd and an even number of 10 ms frames
+def test_patches_of_any_range_equal_the_packages_over_the_whole_file(tmp_path, seconds):
+    from inaSpeechSegmenter.segmenter import _get_patches
+
+    rng = np.random.default_rng(1)
+    sig = (rng.standard_normal(int(seconds * SR)) * 0.1).astype(np.float32)
+    sig[int(0.9 * SR): int(1.0 * SR)] = 0  # digital silence: non-finite patches
+    with _store_of(tmp_path, sig) as store:
+        for nmel in (21, 24):
+            want, want_finite = _get_patches(store.read_mspec(0, store.frames)[:, :nmel].copy(), 68, 2)
+            assert len(want) == (store.frames + 1) // 2
+            for lo, hi in [(0, len(want)), (0, 5), (3, 40), (len(want) - 20, len(want)), (17, 18)]:
+                got, got_finite = _patches(store, nmel, lo, hi)
+                assert np.array_equal(got_finite, want_finite[lo:hi]), (nmel, lo, hi)
+                assert 0 < np.count_nonzero(~want_finite) < len(want)
+                np.testing.assert_allclose(got[got_finite], want[lo:hi][got_finite], rtol=0, atol=1e-6)
+
+
+def _counting(net: Net, seen: list) -> Net:
+    """``net`` whose real predictions also record how many patches each call asked for."""
+    def predict(batch):
+        seen.append(len(batch))
+        return net.predict(batch)
+
+    return replace(net, predict=predict)
 
 
 def test_predict_gives_no_opinion_on_non_finite_patches_without_running_the_network():
-    net = SimpleNamespace(outlabels=("a", "b"), batch_size=2, nn=_FakeNN())
+    seen = []
+
+    def predict(x):
+        seen.append(x[:, 0, 0, 0].tolist())
+        return np.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], axis=1)
+
+    net = Net(outlabels=("a", "b"), inlabel="energy", nmel=21, viterbi_arg=80, model_fname="x", batch_size=2,
+              predict=predict)
     data = np.arange(6, dtype=np.float32).reshape(6, 1, 1) * np.ones((6, 68, 21), np.float32)
     finite = np.array([True, False, True, True, False, True])
     pred = _predict(net, data, finite)
-    assert net.nn.batches == [[0.0, 2.0], [3.0, 5.0]]
+    assert seen == [[0.0, 2.0], [3.0, 5.0]]
     assert pred.tolist() == [[0, 0], [0.5, 0.5], [2, -2], [3, -3], [0.5, 0.5], [5, -5]]
     assert pred.dtype == np.float32
 
 
-def test_predict_equals_keras_predict_on_the_finite_patches(model_dir, program):
+def test_predict_equals_keras_predict_on_the_finite_patches(model_dir, program, tmp_path):
     path, _ = program
-    net = load_segmenter(model_dir, detect_gender=False, batch_size=64).vad
-    (chunk,) = _decode_chunks(path, "p.mp4", 100.0, [net.nmel])  # one chunk: the whole programme
-    data, finite = chunk.patches[0]
+    (net,) = load_nets(model_dir, "smn", False, 64)
+    samples = np.concatenate([block for _, block in _decode_blocks(path, "p.mp4", 100.0)])  # one block
+    with _store_of(tmp_path, samples) as store:
+        data, finite = _patches(store, net.nmel, 0, (store.frames + 1) // 2)
     assert 0 < np.count_nonzero(~finite) < len(finite)  # the programme's silence
     pred = _predict(net, data, finite)
     assert np.all(pred[~finite] == 0.5)
     # Not bit-equal: a batch's composition changes the order of the kernels' float32 sums (6e-8 apart
     # in 2 rows of 2084 seen on an AMD EPYC).  Outputs are probabilities in [0, 1]; 1e-6 allows
     # ~10 such roundings and is far below what moves a decision (the segmentation tests hold those).
-    want = net.nn.predict(data[finite][..., np.newaxis], batch_size=64, verbose=0)
+    want = load_segmenter(model_dir, detect_gender=False).vad.nn.predict(data[finite][..., np.newaxis], batch_size=64,
+                                                                        verbose=0)
     np.testing.assert_allclose(pred[finite], want, rtol=0, atol=1e-6)
 
 
@@ -231,9 +262,30 @@ def test_music_across_a_chunk_border_is_found(model_dir, program, tmp_path):
 def test_chunked_equals_the_package_on_the_whole_file(model_dir, program, options):
     path, _ = program
     segmenter = load_segmenter(model_dir, **options)
-    segments, seconds, chunks = ChunkedSegmenter(segmenter, **SMALL).segment(path, "p.mp4")
+    nets = load_nets(model_dir, options["vad_engine"], options["detect_gender"], 256)
+    segments, seconds, chunks = ChunkedSegmenter(nets, 0.03, **SMALL).segment(path, "p.mp4")
     assert_same_segmentation(segments, segmenter(str(path)))
     assert (round(seconds, 3), chunks) == (60.0, 4)
+
+
+def test_the_network_predicts_only_the_frames_the_package_predicts(model_dir, quiet_program):
+    """Low-level (not digital) silence has finite features: the package predicts none of its
+    frames (they fall below its energy threshold), and neither does the stage."""
+    from inaSpeechSegmenter.segmenter import _energy_activity, _get_patches, _media2feats
+
+    path, _ = quiet_program
+    mspec, loge, _ = _media2feats(str(path), None, None, "ffmpeg")
+    energy = _energy_activity(loge, 0.03)[::2].astype(bool)
+    _, finite = _get_patches(mspec[:, :21].copy(), 68, 2)
+    quiet = np.count_nonzero(~energy & finite)
+    assert quiet > 5 / 0.02  # the quiet sections: finite, below the threshold
+    seen = []
+    (net,) = load_nets(model_dir, "smn", False, 1)  # batches of one: no padding to count
+    segmenter = ChunkedSegmenter([_counting(net, seen)], 0.03, **SMALL)
+    segments, _, _ = segmenter.segment(path, "q.mp4")
+    want = np.count_nonzero(energy & finite)
+    assert sum(seen) == want
+    assert_same_segmentation(segments, load_segmenter(model_dir, detect_gender=False)(str(path)))
 
 
 def test_outputs_and_cache(model_dir, program, tmp_path):

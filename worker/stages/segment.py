@@ -64,13 +64,12 @@ class SegmentStage(Stage):
         import numpy
         import tensorflow
 
-        from worker.models import load_segmenter
+        from worker.models import load_nets
         from worker.segmentation import ChunkedSegmenter
 
         s = self.settings
-        seg = load_segmenter(Path(s.model_dir), vad_engine=s.vad_engine, detect_gender=s.detect_gender,
-                             batch_size=s.batch_size, energy_ratio=s.energy_ratio)
-        self._segmenter = ChunkedSegmenter(seg, s.chunk_seconds, s.context_seconds)
+        nets = load_nets(Path(s.model_dir), s.vad_engine, s.detect_gender, s.batch_size)
+        self._segmenter = ChunkedSegmenter(nets, s.energy_ratio, s.chunk_seconds, s.context_seconds)
         self._provenance = {
             "tvseg": tvseg.__version__,
             "packages": {"inaSpeechSegmenter": inaSpeechSegmenter.__version__, "tensorflow": tensorflow.__version__,
@@ -84,6 +83,7 @@ class SegmentStage(Stage):
         if getattr(self, "_segmenter", None) is not None:
             import keras
 
+            self._segmenter.close()
             self._segmenter = None
             keras.backend.clear_session()
 
