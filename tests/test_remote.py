@@ -121,6 +121,9 @@ def test_awkward_remote_names_are_listed_in_one_connection_and_staged(tmp_path, 
     sizes = sorted(e["staging"]["bytes"] for e in ends)
     assert sizes == sorted(p.stat().st_size for p in paths)
     assert all(e["staging"]["seconds"] > 0 and e["staging"]["tries"] == 1 for e in ends)
+    snap = cli("status", jobs, "--json").json()
+    assert snap["staging"]["files"] == len(NAMES) and snap["staging"]["bytes"] == sum(sizes)
+    assert snap["staging"]["bytes_per_s"] > 0 and snap["compute"]["bytes_per_s"] > 0
     assert not CANARY.exists()  # no name reached a shell
 
 
