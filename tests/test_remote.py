@@ -253,3 +253,17 @@ def test_scratch_never_holds_more_than_the_byte_budget(tmp_path, sshd, clip_temp
     assert run.code == 0, run.out + run.err
     assert budget / 2 < peak[0] <= budget  # more than one file at once, never more than two
     assert list(scratch.iterdir()) == []
+
+
+def test_ssh_keys_are_validated_with_file_and_line(tmp_path, cli):
+    cases = [
+        ({"ssh": {"identity_file": "keys/none"}}, f"ssh.identity_file: no such file: {tmp_path}/keys/none"),
+        ({"ssh": {"port": 70000}}, "ssh.port: expected a port number, got 70000 (must be at most 65535)"),
+        ({"ssh": {"options": ["StrictHostKeyChecking"]}}, "ssh.options[0]: 'StrictHostKeyChecking' is not an ssh option"),
+        ({"ssh": {"retries": -1}}, "ssh.retries: expected a non-negative integer"),
+        ({"inputs": ["arch:/tv/a\nb.mp4"]}, "inputs[0]: a remote pattern cannot hold a line break"),
+    ]
+    for overrides, message in cases:
+        jobs = write_jobs(tmp_path, **overrides)
+        run = cli("submit", jobs, "--dry-run")
+        assert run.code == 2 and f"{jobs}:" in run.err and message in run.err, (overrides, run.err)
