@@ -23,18 +23,14 @@ from tvseg.errors import ConfigError
 from tvseg.remote import SshConfig, ssh_argv
 
 LIST_TIMEOUT_S = 600.0  # a whole archive's listing over one connection
-LIST_SCRIPT = r"""LC_ALL=C; export LC_ALL
-status=0
-while IFS= read -r start && IFS= read -r depth; do
-  if [ -n "$depth" ]; then
-    find -L "$start" -maxdepth "$depth" -type f -printf '%s %T@ %p\0' || status=1
-  else
-    find -L "$start" -type f -printf '%s %T@ %p\0' || status=1
-  fi
-  printf '\0'
-done
-exit $status
-"""
+# One line: a remote login shell of the csh family takes no line break inside quotes.
+LIST_SCRIPT = (
+    "LC_ALL=C; export LC_ALL; status=0; "
+    "while IFS= read -r start && IFS= read -r depth; do "
+    'if [ -n "$depth" ]; then find -L "$start" -maxdepth "$depth" -type f -printf \'%s %T@ %p\\0\' || status=1; '
+    'else find -L "$start" -type f -printf \'%s %T@ %p\\0\' || status=1; fi; '
+    "printf '\\0'; done; exit $status"
+)
 _WILDCARD = re.compile(r"[*?\[]")
 
 

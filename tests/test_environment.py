@@ -42,7 +42,7 @@ def test_worker_python_with_setup_lines_matches_golden(tmp_path):
 
 def test_container_with_node_runtime_matches_golden(tmp_path):
     config = _config(tmp_path, container={"image": f"{ODD}/tvseg.sif", "gpu": True,
-                                          "binds": ["/archive/tv 2026", "/home"], "options": ["--cleanenv"]},
+                                          "binds": ["/archive/tv 2026", "/home"], "options": ["--writable-tmpfs"]},
                      slurm={"setup": ["module load apptainer"]})
     check_golden("sbatch_container.sh", _script(config))
 
@@ -77,6 +77,17 @@ def test_a_node_without_a_runtime_stops_the_task_with_a_clear_message(tmp_path):
     run = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 127
     assert "tvseg: neither apptainer nor singularity is on the PATH of" in run.stderr
+
+
+def test_the_local_executor_says_when_this_machine_has_no_runtime(tmp_path, cli, make_clips):
+    if shutil.which("apptainer") or shutil.which("singularity"):
+        pytest.skip("this machine has a container runtime")
+    make_clips(tmp_path / "media", 1)
+    (tmp_path / "tvseg.sif").write_bytes(b"")
+    run = cli("submit", write_jobs(tmp_path, container={"image": "tvseg.sif"}))
+    assert run.code == 1, run.out + run.err
+    assert "neither apptainer nor singularity is on this machine's PATH" in run.err
+    assert "1 shard(s) stay unsubmitted in the manifest" in run.err
 
 
 def test_container_keys_are_validated_with_file_and_line(tmp_path, cli):
