@@ -100,8 +100,8 @@ def main() -> int:
             server.stop()
     n = args.files
     ideal = max(staging, compute) + min(staging, compute) / n
-    print(f"{n} files of {size / 1e6:.1f} MB, rsync --bwlimit={bwlimit_kb} (KiB/s); one transfer took {per_file:.2f} s, "
-          "so compute takes that a file")
+    print(f"{n} files of {size / 1e6:.1f} MB, rsync --bwlimit={bwlimit_kb} (KiB/s); "
+          f"one transfer took {per_file:.2f} s, so compute takes that a file")
     print(f"staging: {staging:.2f} s in all ({staging / n:.2f} s a file); compute: {compute:.2f} s in all")
     print(f"pipelined wall: {wall:.2f} s; ideal max(staging, compute) + one file: {ideal:.2f} s; "
           f"ratio {wall / ideal:.3f} (target <= 1.1)")

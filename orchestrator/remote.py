@@ -82,7 +82,8 @@ def _component(part: str) -> str:
             body = part[i + 1:end]
             negate = body[:1] == "!"
             body = body[1:] if negate else body
-            text += "[" + ("^" if negate else "") + body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[") + "]"
+            body = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
+            text += "[" + ("^" if negate else "") + body + "]"
             i = end
         else:
             text += re.escape(c)
@@ -97,8 +98,7 @@ def _class_end(part: str, start: int) -> int:
         j += 1
     if j < len(part) and part[j] == "]":
         j += 1
-    end = part.find("]", j)
-    return end
+    return part.find("]", j)
 
 
 def list_host(ssh: SshConfig, host: str, starts: Sequence[tuple[str, int | None]],

@@ -93,7 +93,8 @@ def test_the_local_executor_says_when_this_machine_has_no_runtime(tmp_path, cli,
 def test_container_keys_are_validated_with_file_and_line(tmp_path, cli):
     jobs = write_jobs(tmp_path, container={"image": "x.sif", "runtime": "docker"})
     run = cli("submit", jobs, "--dry-run")
-    assert run.code == 2 and f"{jobs}:" in run.err and "container.runtime: 'docker' is not one of apptainer, singularity" in run.err
+    assert run.code == 2 and f"{jobs}:" in run.err
+    assert "container.runtime: 'docker' is not one of apptainer, singularity" in run.err
     jobs = write_jobs(tmp_path, container={"image": "x.sif"}, worker={"python": "/usr/bin/python3"})
     run = cli("submit", jobs, "--dry-run")
     assert run.code == 2 and "give worker.python or container, not both" in run.err
@@ -152,7 +153,8 @@ def copy_source(dest: Path, version: str | None = None) -> Path:
         init = dest / "tvseg" / "__init__.py"
         text = init.read_text()
         assert f'__version__ = "{tvseg.__version__}"' in text
-        init.write_text(text.replace(f'__version__ = "{tvseg.__version__}"', f'__version__ = "{tvseg.__version__}+{version}"'))
+        other = f'__version__ = "{tvseg.__version__}+{version}"'
+        init.write_text(text.replace(f'__version__ = "{tvseg.__version__}"', other))
     return dest
 
 

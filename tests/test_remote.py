@@ -276,7 +276,8 @@ def test_ssh_keys_are_validated_with_file_and_line(tmp_path, cli):
     cases = [
         ({"ssh": {"identity_file": "keys/none"}}, f"ssh.identity_file: no such file: {tmp_path}/keys/none"),
         ({"ssh": {"port": 70000}}, "ssh.port: expected a port number, got 70000 (must be at most 65535)"),
-        ({"ssh": {"options": ["StrictHostKeyChecking"]}}, "ssh.options[0]: 'StrictHostKeyChecking' is not an ssh option"),
+        ({"ssh": {"options": ["StrictHostKeyChecking"]}},
+         "ssh.options[0]: 'StrictHostKeyChecking' is not an ssh option"),
         ({"ssh": {"retries": -1}}, "ssh.retries: expected a non-negative integer"),
         ({"inputs": ["arch:/tv/a\nb.mp4"]}, "inputs[0]: a remote pattern cannot hold a line break"),
     ]
