@@ -146,6 +146,17 @@ def test_inputs_from_lists_remote_paths_in_the_same_connection(tmp_path, sshd, c
     }
 
 
+def test_in_ci_the_sshd_fixture_fails_instead_of_skipping(tmp_path, monkeypatch):
+    import tests.sshd  # noqa: PLC0415
+
+    monkeypatch.setattr(tests.sshd, "SSHD", str(tmp_path / "no-sshd"))
+    monkeypatch.delenv("CI", raising=False)
+    assert "is not installed" in tests.sshd.start_or_fail(tmp_path / "a")  # outside CI: the reason to skip
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(AssertionError, match="CI=true: the ssh tests must run here, and cannot: .*no-sshd"):
+        tests.sshd.start_or_fail(tmp_path / "b")
+
+
 def test_unreachable_host_fails_submit_naming_it_and_writes_nothing(tmp_path, sshd):
     jobs = remote_jobs(tmp_path, sshd, tmp_path)
     sshd.stop()
@@ -172,7 +183,8 @@ def test_remote_file_deleted_after_listing_fails_alone(tmp_path, sshd, clip_temp
     assert counts[FileState.DONE] == len(NAMES) - 1
     row = rows[f"127.0.0.1:{gone}"]
     assert row["state"] == FileState.QUARANTINED.value
-    assert "gone from 127.0.0.1 since submit listed it" in row["error"] and "No such file" in row["error"]
+    assert row["error"].startswith(f"127.0.0.1:{gone}: not found on 127.0.0.1: gone since submit listed it")
+    assert "No such file" in row["error"]
 
 
 def _submit_and_wait_for_done(config, n: int) -> None:

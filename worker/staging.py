@@ -155,7 +155,8 @@ class RsyncStager(CopyStager):
                 code, said = -1, f"{dest.name} has {size} bytes on scratch, {f.size} when submit listed it"
             elif code == 23 and any(g in said for g in _GONE):
                 self.discard(f.file_id)
-                raise BadInput(f"{f.path}: gone from {host} since submit listed it ({said})")
+                raise BadInput(f"{f.path}: not found on {host}: gone since submit listed it, or never there "
+                               f"(rsync: {said})")
             elif code == 23 and "Permission denied" in said:
                 self.discard(f.file_id)
                 raise BadInput(f"{f.path}: not readable on {host} ({said})")
