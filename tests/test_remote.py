@@ -18,7 +18,9 @@ from orchestrator.remote import glob_regex, glob_start
 from tests.helpers import journal_records, wait_for, write_jobs
 from tests.slurm.slurm_helpers import sleep_stage  # noqa: F401 - a fixture
 from tvseg.errors import ConfigError
-from tvseg.remote import split_remote
+from tvseg.remote import SshConfig, split_remote
+from tvseg.task import TaskFile
+from worker.staging import RsyncStager
 from tvseg.states import FileState
 
 CANARY = Path("/tmp/pwned")
@@ -122,6 +124,7 @@ def test_awkward_remote_names_are_listed_in_one_connection_and_staged(tmp_path, 
     sizes = sorted(e["staging"]["bytes"] for e in ends)
     assert sizes == sorted(p.stat().st_size for p in paths)
     assert all(e["staging"]["seconds"] > 0 and e["staging"]["tries"] == 1 for e in ends)
+    assert all(e["staging"]["literal"] == e["staging"]["bytes"] for e in ends)  # whole files came over
     snap = cli("status", jobs, "--json").json()
     assert snap["staging"]["files"] == len(NAMES) and snap["staging"]["bytes"] == sum(sizes)
     assert snap["staging"]["bytes_per_s"] > 0 and snap["compute"]["bytes_per_s"] > 0
@@ -297,3 +300,31 @@ def test_ssh_keys_are_validated_with_file_and_line(tmp_path, cli):
         jobs = write_jobs(tmp_path, **overrides)
         run = cli("submit", jobs, "--dry-run")
         assert run.code == 2 and f"{jobs}:" in run.err and message in run.err, (overrides, run.err)
+
+
+def test_a_broken_transfer_is_retried_and_resumes_from_its_partial_copy(tmp_path, sshd):
+    size = 3_000_000
+    source = tmp_path / "archive" / "big é'.mp4"
+    source.parent.mkdir()
+    source.write_bytes(os.urandom(size))
+    scratch = tmp_path / "scratch"
+    ssh = SshConfig(**{**sshd.jobs_ssh(), "options": tuple(sshd.ssh_options)}, retries=3, retry_delay=0.2,
+                    rsync_options=("--bwlimit=1000",))  # about 3 s for the whole file
+    stager = RsyncStager(scratch, ssh, threading.Event())
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(stager.stage(TaskFile(1, f"127.0.0.1:{source}", size, "b"))))
+    worker.start()
+
+    def copied() -> int:
+        return sum(p.stat().st_size for p in (scratch / "1").rglob("*") if p.is_file()) if (scratch / "1").exists() else 0
+
+    try:
+        wait_for(lambda: copied() > size // 2, timeout=60, what="half the file on scratch")
+        assert sshd.drop_connections() >= 1  # the connection breaks mid-transfer
+    finally:
+        worker.join(timeout=120)
+    (transfer,) = got
+    assert transfer.path.read_bytes() == source.read_bytes()
+    assert transfer.tries == 2
+    assert transfer.literal is not None and transfer.literal < size * 0.6  # resumed: only the rest came over
+    assert not (scratch / "1" / ".rsync-partial").exists() or not any((scratch / "1" / ".rsync-partial").iterdir())
