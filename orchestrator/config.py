@@ -346,7 +346,7 @@ def _ssh(r: _Reader, node: yaml.Node) -> SshConfig:
             raise r.fail(entries["options"][1].value[i], f"ssh.options[{i}]",
                          f"{option!r} is not an ssh option (write Key=value, as for ssh -o)")
     if values.get("identity_file") is not None:
-        path = r.base / values["identity_file"]
+        path = r.base / os.path.expanduser(values["identity_file"])
         if not path.is_file():
             raise r.fail(entries["identity_file"][1], "ssh.identity_file", f"no such file: {path}")
         values["identity_file"] = str(path)
@@ -359,7 +359,7 @@ def _container(r: _Reader, node: yaml.Node) -> ContainerConfig:
     entries = r.mapping(node, "container", [*_CONTAINER_KEYS, *extra])
     if values.get("image") is None:
         raise r.fail(node, "container.image", "required key missing (the .sif the worker runs in)")
-    values["image"] = str(r.base / values["image"])
+    values["image"] = str(r.base / os.path.expanduser(values["image"]))
     runtime = values.get("runtime")
     if runtime is not None and runtime not in RUNTIMES:
         raise r.fail(entries["runtime"][1], "container.runtime",
@@ -429,7 +429,7 @@ def _worker(r: _Reader, top: dict) -> WorkerConfig:
         for name in stages
     }
     if values.get("python") is not None:
-        values["python"] = str(r.base / values["python"])
+        values["python"] = str(r.base / os.path.expanduser(values["python"]))
     return WorkerConfig(**values, stages=stages, stage_settings=stage_settings)
 
 

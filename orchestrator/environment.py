@@ -77,8 +77,8 @@ def local_runtime(config: JobConfig) -> str:
     for name in wanted:
         if shutil.which(name):
             return name
-    raise ExecutorError(f"container: {' nor '.join(wanted)} is not on this machine's PATH; the local executor "
-                        "runs the image here")
+    missing = f"neither {' nor '.join(wanted)} is" if len(wanted) > 1 else f"{wanted[0]} is not"
+    raise ExecutorError(f"container: {missing} on this machine's PATH, where the local executor runs the image")
 
 
 def local_scratch(config: JobConfig) -> str:

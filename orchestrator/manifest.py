@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from sqlalchemy import (
     bindparam,
+    case,
     or_,
     Column,
     Float,
@@ -65,6 +66,9 @@ files = Table(
     Column("stage_seconds", Text),  # JSON {"stage": seconds, ..., "total": seconds}
     Column("stage_rss", Text),  # JSON {"stage": peak bytes of the worker process during that stage}
     Column("peak_rss", Integer),  # the largest of stage_rss
+    Column("staged_bytes", Integer),  # bytes the last transfer to scratch brought
+    Column("staging_seconds", Float),  # how long that transfer took
+    Column("compute_seconds", Float),  # the stages' time (seconds total minus staging)
 )
 Index("files_state_finished", files.c.state, files.c.finished_at)
 
@@ -325,15 +329,18 @@ class Manifest:
                        or_(*(files.c.state == st for st in open_states)))  # IN cannot executemany
                 .values(state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"),
                         finished_at=bindparam("t"), seconds=bindparam("sec"), media_seconds=bindparam("media"),
-                        outputs=bindparam("out"), stage_seconds=bindparam("ss"), stage_rss=bindparam("sr"),
-                        peak_rss=bindparam("pr")),
+                        outputs=bindparam("out"), stage_seconds=bindparam("sts"), stage_rss=bindparam("sr"),
+                        peak_rss=bindparam("pr"), staged_bytes=bindparam("sb"), staging_seconds=bindparam("ss"),
+                        compute_seconds=bindparam("cs")),
                 [
                     {"fid": r["file_id"], "st": FileState(r["state"]).value, "ec": r.get("error_class"),
                      "err": r.get("error"), "t": r["time"], "sec": r.get("seconds", {}).get("total"),
                      "media": r.get("facts", {}).get("duration_s"), "out": json.dumps(r.get("outputs", [])),
-                     "ss": json.dumps(r["seconds"]) if r.get("seconds") else None,
+                     "sts": json.dumps(r["seconds"]) if r.get("seconds") else None,
                      "sr": json.dumps(r["peak_rss"]) if r.get("peak_rss") else None,
-                     "pr": max(r["peak_rss"].values()) if r.get("peak_rss") else None}
+                     "pr": max(r["peak_rss"].values()) if r.get("peak_rss") else None,
+                     "sb": (r.get("staging") or {}).get("bytes"), "ss": (r.get("staging") or {}).get("seconds"),
+                     "cs": _compute_seconds(r.get("seconds", {}))}
                     for r in by_kind["file_end"]
                 ],
             )
@@ -475,7 +482,9 @@ class Manifest:
     def throughput(self, since: float) -> dict[str, Any]:
         """What a rate is measured from: the files finished since ``since`` (how many, their
         media seconds, the earliest start and the last end among them), the earliest start
-        among files running now, and the files the active shards have still to finish."""
+        among files running now, and the files the active shards have still to finish; and
+        among the files finished since ``since``, the bytes and seconds of their transfers to
+        scratch and the bytes and seconds of their stages."""
         settled = [s.value for s in FINISHED]
         open_states = [FileState.PENDING.value, FileState.RUNNING.value]
         with self.engine.connect() as c:
@@ -487,6 +496,13 @@ class Manifest:
             running_since = c.execute(
                 select(func.min(files.c.started_at)).where(files.c.state == FileState.RUNNING.value)
             ).scalar_one()
+            flow = c.execute(
+                select(func.count(files.c.staged_bytes), func.sum(files.c.staged_bytes),
+                       func.sum(files.c.staging_seconds), func.count(files.c.compute_seconds),
+                       func.sum(case((files.c.compute_seconds.is_not(None), files.c.size))),
+                       func.sum(files.c.compute_seconds))
+                .where(files.c.state.in_(settled), files.c.finished_at >= since)
+            ).one()
             remaining = c.execute(
                 select(func.count())
                 .select_from(files.join(shards, files.c.shard_id == shards.c.id))
@@ -495,6 +511,8 @@ class Manifest:
         return {
             "files": done[0], "media_seconds": float(done[1]), "first_start": done[2], "last_end": done[3],
             "running_since": running_since, "remaining_files": remaining,
+            "staged_files": flow[0], "staged_bytes": flow[1] or 0, "staging_seconds": flow[2] or 0.0,
+            "computed_files": flow[3], "computed_bytes": flow[4] or 0, "compute_seconds": flow[5] or 0.0,
         }
 
     def top_errors(self, limit: int) -> list[tuple[str, int]]:
@@ -555,6 +573,12 @@ class Manifest:
         with self.engine.connect() as c:
             rows = c.execute(select(files).where(files.c.state.in_([s.value for s in states])).order_by(files.c.id))
             return [dict(r._mapping) for r in rows]
+
+
+def _compute_seconds(seconds: dict[str, float]) -> float | None:
+    """The stages' share of a file's time: every entry but staging and the total."""
+    stages = [v for k, v in seconds.items() if k not in ("staging", "total")]
+    return sum(stages) if stages else None
 
 
 def reason_key(error: str | None) -> str:

@@ -23,18 +23,14 @@ from tvseg.errors import ConfigError
 from tvseg.remote import SshConfig, ssh_argv
 
 LIST_TIMEOUT_S = 600.0  # a whole archive's listing over one connection
-LIST_SCRIPT = r"""LC_ALL=C; export LC_ALL
-status=0
-while IFS= read -r start && IFS= read -r depth; do
-  if [ -n "$depth" ]; then
-    find -L "$start" -maxdepth "$depth" -type f -printf '%s %T@ %p\0' || status=1
-  else
-    find -L "$start" -type f -printf '%s %T@ %p\0' || status=1
-  fi
-  printf '\0'
-done
-exit $status
-"""
+# One line: a remote login shell of the csh family takes no line break inside quotes.
+LIST_SCRIPT = (
+    "LC_ALL=C; export LC_ALL; status=0; "
+    "while IFS= read -r start && IFS= read -r depth; do "
+    'if [ -n "$depth" ]; then find -L "$start" -maxdepth "$depth" -type f -printf \'%s %T@ %p\\0\' || status=1; '
+    'else find -L "$start" -type f -printf \'%s %T@ %p\\0\' || status=1; fi; '
+    "printf '\\0'; done; exit $status"
+)
 _WILDCARD = re.compile(r"[*?\[]")
 
 
@@ -86,7 +82,8 @@ def _component(part: str) -> str:
             body = part[i + 1:end]
             negate = body[:1] == "!"
             body = body[1:] if negate else body
-            text += "[" + ("^" if negate else "") + body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[") + "]"
+            body = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
+            text += "[" + ("^" if negate else "") + body + "]"
             i = end
         else:
             text += re.escape(c)
@@ -101,8 +98,7 @@ def _class_end(part: str, start: int) -> int:
         j += 1
     if j < len(part) and part[j] == "]":
         j += 1
-    end = part.find("]", j)
-    return end
+    return part.find("]", j)
 
 
 def list_host(ssh: SshConfig, host: str, starts: Sequence[tuple[str, int | None]],

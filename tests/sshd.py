@@ -107,6 +107,19 @@ class Sshd:
             self.process.wait(timeout=10)
         self.process = None
 
+    def drop_connections(self) -> int:
+        """Kill this server's session processes (its children): every open connection breaks, as
+        on a network fault; the listener stays.  Returns how many were killed."""
+        if self.process is None:
+            return 0
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        for pid in children:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(children)
+
     def run(self, *command: str) -> subprocess.CompletedProcess:
         """Run a command on the server over ssh (as the tests' user would)."""
         argv = ["ssh", "-o", "BatchMode=yes", "-p", str(self.port), "-i", str(self.user_key),

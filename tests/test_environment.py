@@ -42,7 +42,7 @@ def test_worker_python_with_setup_lines_matches_golden(tmp_path):
 
 def test_container_with_node_runtime_matches_golden(tmp_path):
     config = _config(tmp_path, container={"image": f"{ODD}/tvseg.sif", "gpu": True,
-                                          "binds": ["/archive/tv 2026", "/home"], "options": ["--cleanenv"]},
+                                          "binds": ["/archive/tv 2026", "/home"], "options": ["--writable-tmpfs"]},
                      slurm={"setup": ["module load apptainer"]})
     check_golden("sbatch_container.sh", _script(config))
 
@@ -79,10 +79,22 @@ def test_a_node_without_a_runtime_stops_the_task_with_a_clear_message(tmp_path):
     assert "tvseg: neither apptainer nor singularity is on the PATH of" in run.stderr
 
 
+def test_the_local_executor_says_when_this_machine_has_no_runtime(tmp_path, cli, make_clips):
+    if shutil.which("apptainer") or shutil.which("singularity"):
+        pytest.skip("this machine has a container runtime")
+    make_clips(tmp_path / "media", 1)
+    (tmp_path / "tvseg.sif").write_bytes(b"")
+    run = cli("submit", write_jobs(tmp_path, container={"image": "tvseg.sif"}))
+    assert run.code == 1, run.out + run.err
+    assert "neither apptainer nor singularity is on this machine's PATH" in run.err
+    assert "1 shard(s) stay unsubmitted in the manifest" in run.err
+
+
 def test_container_keys_are_validated_with_file_and_line(tmp_path, cli):
     jobs = write_jobs(tmp_path, container={"image": "x.sif", "runtime": "docker"})
     run = cli("submit", jobs, "--dry-run")
-    assert run.code == 2 and f"{jobs}:" in run.err and "container.runtime: 'docker' is not one of apptainer, singularity" in run.err
+    assert run.code == 2 and f"{jobs}:" in run.err
+    assert "container.runtime: 'docker' is not one of apptainer, singularity" in run.err
     jobs = write_jobs(tmp_path, container={"image": "x.sif"}, worker={"python": "/usr/bin/python3"})
     run = cli("submit", jobs, "--dry-run")
     assert run.code == 2 and "give worker.python or container, not both" in run.err
@@ -141,7 +153,8 @@ def copy_source(dest: Path, version: str | None = None) -> Path:
         init = dest / "tvseg" / "__init__.py"
         text = init.read_text()
         assert f'__version__ = "{tvseg.__version__}"' in text
-        init.write_text(text.replace(f'__version__ = "{tvseg.__version__}"', f'__version__ = "{tvseg.__version__}+{version}"'))
+        other = f'__version__ = "{tvseg.__version__}+{version}"'
+        init.write_text(text.replace(f'__version__ = "{tvseg.__version__}"', other))
     return dest
 
 

@@ -17,7 +17,10 @@ from orchestrator.config import load_config
 from orchestrator.remote import glob_regex, glob_start
 from tests.helpers import journal_records, wait_for, write_jobs
 from tests.slurm.slurm_helpers import sleep_stage  # noqa: F401 - a fixture
-from tvseg.remote import split_remote
+from tvseg.errors import ConfigError
+from tvseg.remote import SshConfig, split_remote
+from tvseg.task import TaskFile
+from worker.staging import RsyncStager
 from tvseg.states import FileState
 
 CANARY = Path("/tmp/pwned")
@@ -121,14 +124,46 @@ def test_awkward_remote_names_are_listed_in_one_connection_and_staged(tmp_path, 
     sizes = sorted(e["staging"]["bytes"] for e in ends)
     assert sizes == sorted(p.stat().st_size for p in paths)
     assert all(e["staging"]["seconds"] > 0 and e["staging"]["tries"] == 1 for e in ends)
+    assert all(e["staging"]["literal"] == e["staging"]["bytes"] for e in ends)  # whole files came over
+    snap = cli("status", jobs, "--json").json()
+    assert snap["staging"]["files"] == len(NAMES) and snap["staging"]["bytes"] == sum(sizes)
+    assert snap["staging"]["bytes_per_s"] > 0 and snap["compute"]["bytes_per_s"] > 0
     assert not CANARY.exists()  # no name reached a shell
+
+
+def test_inputs_from_lists_remote_paths_in_the_same_connection(tmp_path, sshd, clip_template):
+    archive = tmp_path / "archive"
+    paths = awkward_archive(archive, clip_template, names=NAMES[:4])
+    listing = tmp_path / "paths.txt"
+    listing.write_text("".join(f"127.0.0.1:{p}\n" for p in [paths[1], archive / "missing é.mp4"]), encoding="utf-8")
+    jobs = write_jobs(tmp_path, inputs=[f"127.0.0.1:{archive}/shows/p*.mp4"], inputs_from="paths.txt",
+                      ssh=sshd.jobs_ssh())
+    before = accepted(sshd)
+    plan = orchestration.plan_submit(load_config(jobs))
+    assert accepted(sshd) - before == 1
+    listed = {f.path: (f.size, f.mtime) for shard in plan.shards for f in shard}
+    assert listed == {
+        f"127.0.0.1:{paths[0]}": (paths[0].stat().st_size, pytest.approx(paths[0].stat().st_mtime, abs=1e-3)),
+        f"127.0.0.1:{paths[1]}": (paths[1].stat().st_size, pytest.approx(paths[1].stat().st_mtime, abs=1e-3)),
+        f"127.0.0.1:{archive / 'missing é.mp4'}": (0, None),  # kept: the worker quarantines it with a reason
+    }
+
+
+def test_in_ci_the_sshd_fixture_fails_instead_of_skipping(tmp_path, monkeypatch):
+    import tests.sshd  # noqa: PLC0415
+
+    monkeypatch.setattr(tests.sshd, "SSHD", str(tmp_path / "no-sshd"))
+    monkeypatch.delenv("CI", raising=False)
+    assert "is not installed" in tests.sshd.start_or_fail(tmp_path / "a")  # outside CI: the reason to skip
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(AssertionError, match="CI=true: the ssh tests must run here, and cannot: .*no-sshd"):
+        tests.sshd.start_or_fail(tmp_path / "b")
 
 
 def test_unreachable_host_fails_submit_naming_it_and_writes_nothing(tmp_path, sshd):
     jobs = remote_jobs(tmp_path, sshd, tmp_path)
     sshd.stop()
-    run_code = pytest.raises(Exception)
-    with run_code as info:
+    with pytest.raises(ConfigError) as info:
         orchestration.plan_submit(load_config(jobs))
     assert "127.0.0.1" in str(info.value) and "Connection refused" in str(info.value)
     assert not (tmp_path / "work").exists()
@@ -151,7 +186,8 @@ def test_remote_file_deleted_after_listing_fails_alone(tmp_path, sshd, clip_temp
     assert counts[FileState.DONE] == len(NAMES) - 1
     row = rows[f"127.0.0.1:{gone}"]
     assert row["state"] == FileState.QUARANTINED.value
-    assert "gone from 127.0.0.1 since submit listed it" in row["error"] and "No such file" in row["error"]
+    assert row["error"].startswith(f"127.0.0.1:{gone}: not found on 127.0.0.1: gone since submit listed it")
+    assert "No such file" in row["error"]
 
 
 def _submit_and_wait_for_done(config, n: int) -> None:
@@ -179,7 +215,6 @@ def test_sshd_down_mid_shard_transfers_retry_and_finish_when_it_returns(tmp_path
     sshd.stop()
     time.sleep(1.5)
     sshd.start()
-    run = cli("status", jobs)  # noqa: F841 - folds; the wait below reads the outcome
     manifest = orchestration.open_manifest(config)
     try:
         counts = orchestration.wait(config, manifest, lambda counts: None, poll_seconds=0.2)
@@ -250,3 +285,46 @@ def test_scratch_never_holds_more_than_the_byte_budget(tmp_path, sshd, clip_temp
     assert run.code == 0, run.out + run.err
     assert budget / 2 < peak[0] <= budget  # more than one file at once, never more than two
     assert list(scratch.iterdir()) == []
+
+
+def test_ssh_keys_are_validated_with_file_and_line(tmp_path, cli):
+    cases = [
+        ({"ssh": {"identity_file": "keys/none"}}, f"ssh.identity_file: no such file: {tmp_path}/keys/none"),
+        ({"ssh": {"port": 70000}}, "ssh.port: expected a port number, got 70000 (must be at most 65535)"),
+        ({"ssh": {"options": ["StrictHostKeyChecking"]}},
+         "ssh.options[0]: 'StrictHostKeyChecking' is not an ssh option"),
+        ({"ssh": {"retries": -1}}, "ssh.retries: expected a non-negative integer"),
+        ({"inputs": ["arch:/tv/a\nb.mp4"]}, "inputs[0]: a remote pattern cannot hold a line break"),
+    ]
+    for overrides, message in cases:
+        jobs = write_jobs(tmp_path, **overrides)
+        run = cli("submit", jobs, "--dry-run")
+        assert run.code == 2 and f"{jobs}:" in run.err and message in run.err, (overrides, run.err)
+
+
+def test_a_broken_transfer_is_retried_and_resumes_from_its_partial_copy(tmp_path, sshd):
+    size = 3_000_000
+    source = tmp_path / "archive" / "big é'.mp4"
+    source.parent.mkdir()
+    source.write_bytes(os.urandom(size))
+    scratch = tmp_path / "scratch"
+    ssh = SshConfig(**{**sshd.jobs_ssh(), "options": tuple(sshd.ssh_options)}, retries=3, retry_delay=0.2,
+                    rsync_options=("--bwlimit=1000",))  # about 3 s for the whole file
+    stager = RsyncStager(scratch, ssh, threading.Event())
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(stager.stage(TaskFile(1, f"127.0.0.1:{source}", size, "b"))))
+    worker.start()
+
+    def copied() -> int:
+        return sum(p.stat().st_size for p in (scratch / "1").rglob("*") if p.is_file()) if (scratch / "1").exists() else 0
+
+    try:
+        wait_for(lambda: copied() > size // 2, timeout=60, what="half the file on scratch")
+        assert sshd.drop_connections() >= 1  # the connection breaks mid-transfer
+    finally:
+        worker.join(timeout=120)
+    (transfer,) = got
+    assert transfer.path.read_bytes() == source.read_bytes()
+    assert transfer.tries == 2
+    assert transfer.literal is not None and transfer.literal < size * 0.6  # resumed: only the rest came over
+    assert not (scratch / "1" / ".rsync-partial").exists() or not any((scratch / "1" / ".rsync-partial").iterdir())

@@ -19,7 +19,8 @@ know, with a warning, so that a newer worker never bricks an older orchestrator)
     file_start  file_id
     file_end    file_id, state (done|failed|quarantined), error_class, error,
                 outputs, facts, seconds {"stage": s, "total": s},
-                staging {"bytes", "seconds", "tries"} (the transfer to scratch; absent if none)
+                staging {"bytes", "seconds", "tries", and for rsync "literal": the bytes that came
+                over the wire, fewer when a retry resumed a partial copy} (absent if nothing was staged)
                 peak_rss {"stage": bytes} (the worker process's peak during each stage; newer workers)
     task_end    reason (complete|stopped|requeued|error), detail; "requeued": the scheduler runs
                 the task again (a later task_end of the same attempt replaces it);

@@ -69,6 +69,7 @@ _GLOB_SPECIAL = re.compile(r"([*?\[])")
 
 def rsync_source(host: str, path: str) -> str:
     """The source argument of rsync for one remote file.  With ``--secluded-args`` (``-s``) no
-    remote shell sees it, but the remote rsync still expands wildcards: a backslash before ``*``, ``?`` and ``[`` makes them
-    literal (a backslash elsewhere stays as it is: tested with names holding both)."""
+    remote shell sees it, but the remote rsync still expands wildcards: a backslash before
+    ``*``, ``?`` and ``[`` makes them literal (a backslash elsewhere stays as it is: tested
+    with names holding both)."""
     return host + ":" + _GLOB_SPECIAL.sub(r"\\\1", path)

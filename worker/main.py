@@ -89,9 +89,10 @@ def check_version(task: ShardTask) -> None:
     """The pickled task and the journal format are a contract between two installs of tvseg:
     a worker of another version than the orchestrator's stops before it takes a file."""
     if task.tvseg_version != tvseg.__version__:
+        theirs = task.tvseg_version or "(not said: an older one)"
         raise VersionMismatch(f"the worker's environment ({sys.executable}) holds tvseg {tvseg.__version__}, the "
-                              f"orchestrator that submitted this task tvseg {task.tvseg_version or '(not said: an older one)'}"
-                              ": install the same version in both (its files stay pending for 'orchestrate retry')")
+                              f"orchestrator that submitted this task tvseg {theirs}: install the same version in "
+                              "both (its files stay pending for 'orchestrate retry')")
 
 
 def run_shard(task: ShardTask) -> dict[str, Any]:

@@ -175,6 +175,8 @@ class Pipeline:
             if item.transfer is not None:
                 t = item.transfer
                 record["staging"] = {"bytes": t.bytes, "seconds": round(t.seconds, 3), "tries": t.tries}
+                if t.literal is not None:
+                    record["staging"]["literal"] = t.literal
             self.journal.write("file_end", file_id=f.file_id, state=state.value, outputs=outputs, facts=facts,
                                seconds=seconds, peak_rss=peak_rss, **record)
             self._release(item)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +33,7 @@ PARTIAL_DIR = ".rsync-partial"  # in the file's scratch folder: what a broken tr
 TRANSIENT_EXITS = frozenset({10, 12, 23, 30, 35, 255})
 MAX_RETRY_DELAY_S = 60.0
 _GONE = ("No such file or directory", "file has vanished")
+_LITERAL = re.compile(rb"^Literal data: ([\d,.]+) bytes", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Transfer:
     bytes: int
     seconds: float  # of the transfer that succeeded
     tries: int = 1
+    literal: int | None = None  # bytes that came over the wire (rsync's "Literal data"): fewer on a resume
 
 
 class ByteBudget:
@@ -128,7 +131,8 @@ class RsyncStager(CopyStager):
 
     def argv(self, host: str, path: str, dest_dir: Path) -> list[str]:
         return ["rsync", "--secluded-args", f"--partial-dir={PARTIAL_DIR}", f"--timeout={3 * self.ssh.connect_timeout}",
-                "-e", rsync_rsh(self.ssh), *self.ssh.rsync_options, "--", rsync_source(host, path), f"{dest_dir}/"]
+                "--stats", "-e", rsync_rsh(self.ssh), *self.ssh.rsync_options, "--", rsync_source(host, path),
+                f"{dest_dir}/"]
 
     def stage(self, f: TaskFile) -> Transfer:
         remote = split_remote(f.path)
@@ -146,16 +150,17 @@ class RsyncStager(CopyStager):
         while True:
             tries += 1
             start = time.monotonic()
-            code, said = self._rsync(self.argv(host, path, dest_dir))
+            code, said, literal = self._rsync(self.argv(host, path, dest_dir))
             seconds = time.monotonic() - start
             if code == 0:
                 size = dest.stat().st_size if dest.exists() else -1
                 if size == f.size:
-                    return Transfer(dest, size, seconds, tries)
+                    return Transfer(dest, size, seconds, tries, literal)
                 code, said = -1, f"{dest.name} has {size} bytes on scratch, {f.size} when submit listed it"
             elif code == 23 and any(g in said for g in _GONE):
                 self.discard(f.file_id)
-                raise BadInput(f"{f.path}: gone from {host} since submit listed it ({said})")
+                raise BadInput(f"{f.path}: not found on {host}: gone since submit listed it, or never there "
+                               f"(rsync: {said})")
             elif code == 23 and "Permission denied" in said:
                 self.discard(f.file_id)
                 raise BadInput(f"{f.path}: not readable on {host} ({said})")
@@ -170,12 +175,13 @@ class RsyncStager(CopyStager):
                 raise RetryableError(f"{f.path}: stopped while retrying the transfer")
             delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
-    def _rsync(self, argv: list[str]) -> tuple[int, str]:
-        """Run rsync; its exit code and the gist of what it said.  A stop signal ends it (what it
-        got so far stays in the partial folder until the worker removes its scratch)."""
-        with tempfile.TemporaryFile() as err:
+    def _rsync(self, argv: list[str]) -> tuple[int, str, int | None]:
+        """Run rsync; its exit code, the gist of what it said, and the bytes it sent literally
+        (from --stats).  A stop signal ends it (what it got so far stays in the partial folder
+        until the worker removes its scratch)."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             except OSError as exc:  # no rsync on this node
                 raise RetryableError(f"cannot run rsync: {exc}") from None
             while True:
@@ -189,5 +195,7 @@ class RsyncStager(CopyStager):
                         raise RetryableError("stopped during the transfer") from None
             err.seek(0)
             text = err.read().decode("utf-8", "replace")
+            out.seek(0)
+            literal = _LITERAL.search(out.read())
         lines = [line.strip() for line in text.splitlines() if line.strip() and "write error: Broken pipe" not in line]
-        return code, " / ".join(lines[-3:])[:500]
+        return code, " / ".join(lines[-3:])[:500], int(re.sub(rb"\D", b"", literal.group(1))) if literal else None

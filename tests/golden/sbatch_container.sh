@@ -16,4 +16,4 @@ if command -v apptainer >/dev/null 2>&1; then tvseg_runtime=apptainer
 elif command -v singularity >/dev/null 2>&1; then tvseg_runtime=singularity
 else echo "tvseg: neither apptainer nor singularity is on the PATH of $(hostname): load its module in slurm.setup or set container.runtime" >&2; exit 127
 fi
-exec "$tvseg_runtime" exec --nv --bind '/shared/tv seg'"'"'s "venvs"/é/work' --bind "${TMPDIR:-/tmp}" --bind '/archive/tv 2026' --bind /home --cleanenv '/shared/tv seg'"'"'s "venvs"/é/tvseg.sif' /opt/tvseg/venv/bin/python -u -m submitit.core._submit submitit
+exec "$tvseg_runtime" exec --nv --bind '/shared/tv seg'"'"'s "venvs"/é/work' --bind "${TMPDIR:-/tmp}" --bind '/archive/tv 2026' --bind /home --writable-tmpfs '/shared/tv seg'"'"'s "venvs"/é/tvseg.sif' /opt/tvseg/venv/bin/python -u -m submitit.core._submit submitit
