@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,6 @@ import pytest
 from orchestrator.manifest import output_name
 from tests.helpers import journal_records, write_jobs
 from tests.media import make_broadcast
-from tvseg.captions import parse_captions, weak_label
 from tvseg.visual import CLASSIFIED_CSV, CLASSIFIED_HEADER, CLASSIFIED_JSON, METRICS_FILE, MODEL_FILE, MODEL_INFO
 
 # Two shows a recording; each opening title is marked by a story start, each commercial by its span.
@@ -81,7 +81,7 @@ def test_the_data_set_comes_from_the_captions_alone(dataset, training_run, tmp_p
     assert report["bad_caption_lines"] == 3 and ":" in report["bad_caption_examples"][0]
     assert "3 caption line(s) could not be parsed" in run.stdout
     name = sorted((out / "title_sequence").iterdir())[0].name
-    assert name.startswith("2006-01-02_0000_US_KTV_Morning News-") and name.endswith("_00h00m00.500s.jpg")
+    assert re.fullmatch(r"2006-01-02_0000_US_KTV_Morning News-[0-9a-f]{10}_00h00m0\d\.\d{3}s\.jpg", name), name
     # a frame moved by hand to another class folder is not exported again
     out = shutil.copytree(out, tmp_path / "copy")
     moved = sorted((out / "unlabelled").iterdir())[0]
@@ -144,3 +144,97 @@ def test_commercials_are_filtered_and_title_sequences_kept_on_new_recordings(tra
                for s in doc["segments"])
     ends = [r for r in journal_records(folder / "work") if r["kind"] == "file_end"]
     assert ends[0]["facts"]["filtered"] == 2 and ends[0]["facts"]["kept"] == 2
+
+
+# --- the model checked at worker start ---------------------------------------------------------
+
+
+def test_a_bad_model_stops_the_worker_before_any_file(trained, tmp_path, make_clips):
+    """A corrupt model file (through the local executor: the task ends with the message, its file
+    untouched), and classes other than the settings' (the stage's setup)."""
+    from tvseg.errors import ModelError
+    from worker.stages.classify import ClassifyStage, Settings
+
+    broken = shutil.copytree(trained[0], tmp_path / "broken model")
+    data = (broken / MODEL_FILE).read_bytes()
+    (broken / MODEL_FILE).write_bytes(data[: len(data) // 2])
+    make_clips(tmp_path / "media", 1)
+    jobs = write_jobs(tmp_path, worker={"stages": ["probe", "classify"], "heartbeat_seconds": 1},
+                      stage_settings={"classify": {"model_dir": str(broken)}})
+    run = orchestrate("submit", jobs, "--wait")
+    assert run.returncode == 3, run.stdout + run.stderr
+    records = journal_records(tmp_path / "work")
+    assert [r["kind"] for r in records] == ["task_start", "task_end"]  # no file taken
+    assert records[-1]["reason"] == "error"
+    assert records[-1]["detail"].startswith(f"ModelError: classifier model unreadable: {broken / MODEL_FILE} is corrupt")
+    snap = json.loads(orchestrate("status", jobs, "--json").stdout)
+    assert snap["files"]["pending"] == 1
+    assert "classifier model unreadable" in snap["shard_progress"][0]["end_reason"]
+
+    with pytest.raises(ModelError, match="classifier classes mismatch: .* has (title_sequence, commercial|"
+                                         "commercial, title_sequence); the settings .* expect title_sequence, bumper"):
+        ClassifyStage(Settings(model_dir=str(trained[0]), classes="title_sequence,bumper")).setup()
+    with pytest.raises(ModelError, match="classifier model missing: no .*classifier.json"):
+        ClassifyStage(Settings(model_dir=str(tmp_path))).setup()
+
+
+# --- a pretrained backbone from a local file only; training as one job --------------------------
+
+NO_NETWORK = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+
+
+def guarded_env(keras_home: Path) -> dict[str, str]:
+    """Every download through a proxy that refuses at once (port 9, loopback), and an empty Keras
+    cache: an attempt to fetch weights fails fast instead of hanging or finding a cached file."""
+    keras_home.mkdir(exist_ok=True)
+    return {**os.environ, **NO_NETWORK, "no_proxy": "", "NO_PROXY": "", "KERAS_HOME": str(keras_home)}
+
+
+BACKBONE_WEIGHTS = """
+import sys, keras
+keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), include_top=False, weights=None).save_weights(sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_a_backbone_trains_from_a_local_weights_file_and_nothing_downloads(dataset, tmp_path):
+    env = guarded_env(tmp_path / "keras home")
+    python = str(Path(sys.executable))
+    # The guard works: asking Keras for the ImageNet weights fails within the timeout, not hangs.
+    fetch = subprocess.run([python, "-c", "import keras; keras.applications.MobileNetV3Small("
+                            "input_shape=(96, 96, 3), include_top=False, weights='imagenet')"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert fetch.returncode != 0 and "URL fetch failure" in fetch.stderr, fetch.stderr[-2000:]
+    weights = tmp_path / "mobilenet v3 small no top.weights.h5"
+    made = subprocess.run([python, "-c", BACKBONE_WEIGHTS, str(weights)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert made.returncode == 0, made.stderr[-2000:]
+    model = tmp_path / "backbone model"
+    run = subprocess.run([str(Path(sys.executable).with_name("orchestrate")), "classifier", "train", str(dataset[0]),
+                          "--out", str(model), "--backbone-weights", str(weights), "--epochs", "2"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    info = json.loads((model / MODEL_INFO).read_text())
+    assert info["settings"]["backbone"] == "mobilenet_v3_small" and info["settings"]["backbone_weights"] == str(weights)
+    assert list((tmp_path / "keras home").rglob("*")) == []  # nothing fetched into the cache
+    refused = orchestrate("classifier", "train", dataset[0], "--out", tmp_path / "m2", "--backbone", "efficientnet_b0")
+    assert refused.returncode == 2 and "needs a local weights file (--backbone-weights FILE)" in refused.stderr
+
+
+@pytest.mark.slow
+def test_train_submit_runs_one_job_through_the_executor(dataset, tmp_path):
+    jobs = write_jobs(tmp_path, worker={"stages": ["probe"], "heartbeat_seconds": 1})
+    model = tmp_path / "submitted model"
+    run = orchestrate("classifier", "train", dataset[0], "--out", model, "--submit", jobs, "--epochs", "3")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "training submitted as one local job" in run.stdout and "confusion matrix" in run.stdout
+    assert "epochs" in run.stdout and "3/3" in run.stdout  # the progress followed, epoch by epoch
+    metrics = json.loads((model / METRICS_FILE).read_text())
+    assert metrics["n"] > 0 and (model / MODEL_FILE).is_file()
+    ends = [r for r in journal_records(model / "run") if r["kind"] == "file_end"]
+    assert [e["state"] for e in ends] == ["done"] and ends[0]["facts"]["accuracy"] == metrics["accuracy"]
+    empty = tmp_path / "empty data"
+    (empty / "title_sequence").mkdir(parents=True)
+    failed = orchestrate("classifier", "train", empty, "--out", tmp_path / "m3", "--submit", jobs)
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    assert "the training job did not finish" in failed.stderr and "no labelled images" in failed.stderr

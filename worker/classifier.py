@@ -233,27 +233,28 @@ def load_classifier(model_dir: Path, classes: list[str] | None = None,
         model_classes = [str(c) for c in info["classes"]]
         size = [int(v) for v in info["input_size"]]
     except FileNotFoundError:
-        raise ModelError(f"{info_path}: missing: {model_dir} is not a trained classifier folder "
-                         "('orchestrate classifier train DATA_DIR --out MODEL_DIR' makes one)") from None
+        raise ModelError(f"classifier model missing: no {info_path} ({model_dir} is not a folder that "
+                         "'orchestrate classifier train DATA_DIR --out MODEL_DIR' made)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{info_path}: unreadable or not a classifier description ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"classifier model unreadable: {info_path} is not a classifier description "
+                         f"({type(exc).__name__}: {exc})") from None
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
-        raise ModelError(f"{model_path}: missing")
+        raise ModelError(f"classifier model missing: no {model_path}")
     try:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a damaged file
-        raise ModelError(f"{model_path}: corrupt or not a Keras model ({type(exc).__name__}: "
+        raise ModelError(f"classifier model unreadable: {model_path} is corrupt or not a Keras model ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})") from None
     if model.output_shape[-1] != len(model_classes) or list(model.input_shape[1:3]) != size:
-        raise ModelError(f"{model_path}: its input {model.input_shape} and output {model.output_shape} do not fit "
+        raise ModelError(f"classifier model inconsistent: {model_path}'s input {model.input_shape} and output {model.output_shape} do not fit "
                          f"{info_path} ({len(model_classes)} classes, input size {size})")
     if classes is not None and sorted(classes) != sorted(model_classes):
-        raise ModelError(f"{model_dir}: the model's classes are {', '.join(model_classes)}; the settings expect "
-                         f"{', '.join(classes)}")
+        raise ModelError(f"classifier classes mismatch: the model in {model_dir} has {', '.join(model_classes)}; "
+                         f"the settings (classify.classes) expect {', '.join(classes)}")
     if title_class is not None and title_class not in model_classes:
-        raise ModelError(f"{model_dir}: the title class {title_class!r} is not among the model's classes "
-                         f"({', '.join(model_classes)})")
+        raise ModelError(f"classifier classes mismatch: the title class {title_class!r} is not among the classes "
+                         f"of the model in {model_dir} ({', '.join(model_classes)})")
     info["sha256"] = sha256(model_path)
     return model, info
 
