@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import wave
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -174,6 +175,23 @@ def jingle_expr() -> str:
     return "+".join(terms) + "+" + kick
 
 
+def render_expr(path: Path, expr: str, seconds: float, rate: int = 44100) -> Path:
+    """A mono 16-bit WAV of an aevalsrc expression, evaluated with numpy (the same samples as
+    ffmpeg's aevalsrc, clipped to [-1, 1], in milliseconds instead of seconds)."""
+    import numpy as np  # noqa: PLC0415 - the tests' environment has it (the worker's)
+
+    t = np.arange(int(seconds * rate)) / rate
+    names = {"t": t, "PI": np.pi, "sin": np.sin, "exp": np.exp, "floor": np.floor, "mod": np.mod,
+             "eq": lambda a, b: (a == b).astype(float)}
+    samples = eval(expr.replace("^", "**"), {"__builtins__": {}}, names)  # noqa: S307 - our own expressions
+    with wave.open(str(path), "wb") as fh:
+        fh.setnchannels(1)
+        fh.setsampwidth(2)
+        fh.setframerate(rate)
+        fh.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
 def archive_start(name: str, default: datetime = datetime(2006, 1, 2)) -> datetime:
     """The start time an archive-style name says (``2006-01-02_0000_US_CNN_Show.mp4``), else ``default``."""
     m = _ARCHIVE_NAME.match(name)
@@ -209,12 +227,10 @@ def make_broadcast(path: Path, plan, *, size: str = "160x90", rate: int = 25, sh
     rendered: dict[str, Path] = {}
 
     def music(name: str, expr: str) -> Path:
-        """Each music rendered once (aevalsrc is slow), as long as its longest section."""
+        """Each music rendered once, as long as its longest section."""
         if name not in rendered:
             seconds = longest[("commercial",) if name == "jingle" else ("title", "credits")]
-            rendered[name] = path.with_name(f"{path.stem}.{name}.wav")
-            _run(["ffmpeg", "-nostdin", "-y", "-f", "lavfi", "-i", f"aevalsrc='{expr}':s=44100:d={seconds}",
-                  str(rendered[name])])
+            rendered[name] = render_expr(path.with_name(f"{path.stem}.{name}.wav"), expr, seconds)
         return rendered[name]
 
     t = 0.0
@@ -327,3 +343,26 @@ def make_long_video(path: Path, seconds: float, size: str = "160x90", loop_secon
     finally:
         clip.unlink(missing_ok=True)
     return path
+
+
+def make_frames(folder: Path, kind: str, n: int, size: str = "160x90", variant: int = 0) -> list[Path]:
+    """``n`` JPEG pictures like a broadcast's ``title`` cards (text over a gradient) or its
+    ``commercial`` frames (moving pattern and boxes), 1 s apart: a small labelled set, fast."""
+    if kind not in ("title", "commercial"):
+        raise ValueError(f"kind must be 'title' or 'commercial', not {kind!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = (int(v) for v in size.split("x"))
+    common = f"s={size}:r=1:d={n}"
+    if kind == "title":
+        c0, c1 = GRADIENTS[variant % len(GRADIENTS)]
+        source = (f"gradients={common}:c0={c0}:c1={c1}:speed=0.3,drawtext=text='Show {variant}':font=DejaVu Sans:"
+                  f"fontsize={max(8, height // 4)}:fontcolor=white:borderw=2:x=(w-text_w)/2:y=(h-text_h)/2")
+    else:
+        source = (f"{('testsrc2', 'testsrc', 'rgbtestsrc')[variant % 3]}={common},"
+                  f"drawbox=x='mod(t*{width // 7},w)':y={height // 4}:w={width // 5}:h={height // 4}:"
+                  f"color={PRODUCT_COLOURS[variant % len(PRODUCT_COLOURS)]}:t=fill")
+    done = subprocess.run(["ffmpeg", "-nostdin", "-y", "-f", "lavfi", "-i", source, "-frames:v", str(n), "-q:v", "3",
+                           "-start_number", "0", f"{kind}{variant}-%03d.jpg"], cwd=folder, capture_output=True, text=True)
+    if done.returncode != 0:  # a relative pattern: the folder's name may hold '%'
+        raise RuntimeError(f"ffmpeg failed: {done.stderr.strip()[-2000:]}")
+    return sorted(folder.glob(f"{kind}{variant}-*.jpg"))
