@@ -78,7 +78,7 @@ def draw_timeline(path: Path, *, title: str, duration: float, segments: Sequence
         labels.append("music kept /\nfiltered")
         title_class = classified.get("title_class", "title_sequence")
         for seg in classified["segments"]:
-            if seg.get("filtered") or seg.get("label") != title_class or not seg.get("keyframes"):
+            if seg.get("filtered") or not seg.get("keyframes"):
                 continue
             best = max(seg["keyframes"], key=lambda k: k.get("scores", {}).get(title_class, 0.0))
             if best.get("path"):
