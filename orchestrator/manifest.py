@@ -525,11 +525,13 @@ class Manifest:
 
     def shard_sizes(self, shard_ids: Sequence[int]) -> list[list[int]]:
         """The file sizes of each of these shards (in the given order)."""
+        by_shard: dict[int, list[int]] = {i: [] for i in shard_ids}
+        ids = list(by_shard)
         with self.engine.connect() as c:
-            rows = c.execute(select(files.c.shard_id, files.c.size).where(files.c.shard_id.in_(list(shard_ids))))
-            by_shard: dict[int, list[int]] = {i: [] for i in shard_ids}
-            for shard_id, size in rows:
-                by_shard[shard_id].append(size)
+            for k in range(0, len(ids), 500):  # bounded: SQLite limits the parameters of a statement
+                rows = c.execute(select(files.c.shard_id, files.c.size).where(files.c.shard_id.in_(ids[k:k + 500])))
+                for shard_id, size in rows:
+                    by_shard[shard_id].append(size)
         return [by_shard[i] for i in shard_ids]
 
     def report_files(self) -> list[tuple]:
