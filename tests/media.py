@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import wave
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -172,6 +173,23 @@ def jingle_expr() -> str:
     return "+".join(terms) + "+" + kick
 
 
+def render_expr(path: Path, expr: str, seconds: float, rate: int = 44100) -> Path:
+    """A mono 16-bit WAV of an aevalsrc expression, evaluated with numpy (the same samples as
+    ffmpeg's aevalsrc, clipped to [-1, 1], in milliseconds instead of seconds)."""
+    import numpy as np  # noqa: PLC0415 - the tests' environment has it (the worker's)
+
+    t = np.arange(int(seconds * rate)) / rate
+    names = {"t": t, "PI": np.pi, "sin": np.sin, "exp": np.exp, "floor": np.floor, "mod": np.mod,
+             "eq": lambda a, b: (a == b).astype(float)}
+    samples = eval(expr.replace("^", "**"), {"__builtins__": {}}, names)  # noqa: S307 - our own expressions
+    with wave.open(str(path), "wb") as fh:
+        fh.setnchannels(1)
+        fh.setsampwidth(2)
+        fh.setframerate(rate)
+        fh.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
 def archive_start(name: str, default: datetime = datetime(2006, 1, 2)) -> datetime:
     """The start time an archive-style name says (``2006-01-02_0000_US_CNN_Show.mp4``), else ``default``."""
     m = _ARCHIVE_NAME.match(name)
@@ -207,12 +225,10 @@ def make_broadcast(path: Path, plan, *, size: str = "160x90", rate: int = 25, sh
     rendered: dict[str, Path] = {}
 
     def music(name: str, expr: str) -> Path:
-        """Each music rendered once (aevalsrc is slow), as long as its longest section."""
+        """Each music rendered once, as long as its longest section."""
         if name not in rendered:
             seconds = longest[("commercial",) if name == "jingle" else ("title", "credits")]
-            rendered[name] = path.with_name(f"{path.stem}.{name}.wav")
-            _run(["ffmpeg", "-nostdin", "-y", "-f", "lavfi", "-i", f"aevalsrc='{expr}':s=44100:d={seconds}",
-                  str(rendered[name])])
+            rendered[name] = render_expr(path.with_name(f"{path.stem}.{name}.wav"), expr, seconds)
         return rendered[name]
 
     t = 0.0
@@ -309,3 +325,19 @@ def _write_txt3(truth: Broadcast, bad_lines: int) -> None:
                       "Type=Commercial")[k % 2])
     lines.append(f"END|{end:%Y%m%d%H%M%S}|{stem}")
     truth.captions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def make_long_video(path: Path, seconds: float, size: str = "160x90", loop_seconds: float = 60.0) -> Path:
+    """A cheap long recording: ``loop_seconds`` of testsrc2 (low bit rate, a key frame every 10 s)
+    with a quiet tone, looped to ``seconds`` without re-encoding (2 h: ~40 MB, a few seconds)."""
+    clip = path.with_name(f"{path.stem}.loop.mp4")
+    _run(["ffmpeg", "-nostdin", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={loop_seconds}",
+          "-f", "lavfi", "-i", f"sine=frequency=440:duration={loop_seconds}", "-c:v", "libx264",
+          "-preset", "veryfast", "-b:v", "30k", "-g", "250", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "16k",
+          "-shortest", str(clip)])
+    try:
+        _run(["ffmpeg", "-nostdin", "-y", "-stream_loop", "-1", "-i", str(clip), "-t", str(seconds), "-c", "copy",
+              str(path)])
+    finally:
+        clip.unlink(missing_ok=True)
+    return path
