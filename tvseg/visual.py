@@ -7,6 +7,8 @@ write these; later stages (boundaries, reports) read them.  Pure Python, no heav
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # Outputs of the keyframes stage, in the file's output folder.
 KEYFRAMES_CSV = "keyframes.csv"  # one row a keyframe
 KEYFRAMES_JSON = "keyframes.json"  # settings and counts (the stage's cache key)
@@ -42,3 +44,36 @@ def dataset_name(output_name: str, time: float) -> str:
     hours, rest = divmod(time, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{output_name}_{int(hours):02d}h{int(minutes):02d}m{seconds:06.3f}s.jpg"
+
+
+BACKBONES = ("cnn", "mobilenet_v3_small", "efficientnet_b0")  # cnn: a small CNN from scratch
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `classifier train` trains (saved in the model folder's classifier.json)."""
+
+    backbone: str = "cnn"
+    backbone_weights: str | None = None  # a local weights file: required for any backbone but cnn
+    image_size: int = 96  # the network's input: image_size x image_size RGB
+    epochs: int = 30
+    batch_size: int = 32
+    test_fraction: float = 0.2  # held out (stratified) for the metrics report
+    validation_fraction: float = 0.2  # of the rest, for early stopping
+    patience: int = 5  # epochs without a better validation loss before stopping
+    seed: int = 0
+    min_per_class: int = 5
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {self.backbone!r}")
+        if self.backbone != "cnn" and not self.backbone_weights:
+            raise ValueError(f"backbone {self.backbone} needs a local weights file (--backbone-weights FILE): "
+                             "nothing is downloaded")
+        if self.image_size < 32:
+            raise ValueError(f"image size must be at least 32, not {self.image_size}")
+        for name in ("test_fraction", "validation_fraction"):
+            if not 0 < getattr(self, name) < 0.5:
+                raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 0.5, not {getattr(self, name)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch size and patience must be at least 1")

@@ -1,10 +1,11 @@
 """The ``keyframes`` stage: K frames evenly spaced inside each long-enough music segment.
 
 Each frame is taken by seeking (ffmpeg's input-side ``-ss``: it decodes from the key frame
-before that time only), one ffmpeg call a frame, so the work per frame does not depend on
-the recording's length; memory neither, but for the container's sample index that ffmpeg
-holds while the file is open (an mp4's: about 24 bytes a video or audio packet, ~6 MB an
-hour; K inputs in one call would hold K of them).  Reads the
+before that time only): one call a segment that seeks to the first frame and decodes on to
+the last when the frames are close together, else one seeking call a frame.  Either way the
+work per segment does not depend on the recording's length; memory neither, but for the
+container's sample index that ffmpeg holds while the file is open (an mp4's: about 24 bytes
+a video or audio packet, ~6 MB an hour; K seeking inputs in one call would hold K of them).  Reads the
 ``segment`` stage's ``segments.csv`` in the file's output folder (or, with
 ``segments_from``, that of an earlier run's work folder, copied in); writes the JPEGs under
 ``keyframes/`` and the index ``keyframes.csv`` (tvseg/visual.py).  Imports nothing heavy.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -38,7 +40,10 @@ class Settings:
     width: int = 160  # size of the JPEGs (the classifier resizes to its own input size)
     height: int = 90
     quality: int = 3  # ffmpeg's JPEG -q:v, 2 (best) to 31
-    timeout_seconds: float = 300.0  # for one ffmpeg call (one segment)
+    # Frames at most this far apart are taken in one ffmpeg call that seeks to the first and decodes
+    # on to the last; farther apart, one seeking call a frame (a call costs ~0.1 s to start).
+    decode_gap_seconds: float = 10.0
+    timeout_seconds: float = 300.0  # for one ffmpeg call
     # An earlier run's work folder whose segment outputs to use (the segment stage need not run again).
     segments_from: str | None = field(default=None, metadata={"path": True})
 
@@ -144,22 +149,34 @@ class KeyframesStage(Stage):
             raise BadInput(f"{ctx.source}: no video stream (the keyframes stage needs pictures)")
 
     def _extract(self, ctx: FileContext, index: int, times: list[float], folder: Path) -> list[tuple[int, float, str]]:
-        """One ffmpeg call a frame, seeking before the input: one container index in memory at a time."""
+        """The segment's frames: frames close together in one call (seek to the first, decode on to
+        the last), far apart one seeking call each; one container index in memory at a time."""
         s = self.settings
-        rows = []
-        for t in times:
-            name = keyframe_name(index, t)
-            self._run(ctx, ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", str(ctx.staged),
-                            "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={s.width}:{s.height}",
-                            "-q:v", str(s.quality), str(folder / name)], "ffmpeg")
+        names = [keyframe_name(index, t) for t in times]
+        scale = ["-vf", f"scale={s.width}:{s.height}", "-q:v", str(s.quality)]
+        step = times[1] - times[0] if len(times) > 1 else 0.0
+        if step <= s.decode_gap_seconds:
+            # Timestamps restart at 0 at the seek: keep the first frame at or after 0, step, 2 step...
+            pick = f"select='if(gte(t,ld(0)),st(0,ld(0)+{step:.3f})+1,0)'"
+            self._run(ctx, ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{times[0]:.3f}", "-i", str(ctx.staged),
+                            "-map", "0:v:0", "-vf", f"{pick},scale={s.width}:{s.height}", "-fps_mode", "passthrough",
+                            "-frames:v", str(len(times)), "-q:v", str(s.quality), "-start_number", "0", "f%03d.jpg"],
+                      "ffmpeg", cwd=folder)  # a relative pattern: the folder's name may hold '%'
+            for i, name in enumerate(names):
+                if (folder / f"f{i:03d}.jpg").is_file():
+                    os.replace(folder / f"f{i:03d}.jpg", folder / name)
+        else:
+            for t, name in zip(times, names):
+                self._run(ctx, ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", str(ctx.staged),
+                                "-map", "0:v:0", "-frames:v", "1", *scale, name], "ffmpeg", cwd=folder)
+        for t, name in zip(times, names):
             if not (folder / name).is_file() or (folder / name).stat().st_size == 0:
                 raise BadInput(f"{ctx.source}: no picture can be decoded at {t:.3f} s (music segment {index})")
-            rows.append((index, t, f"{KEYFRAMES_DIR}/{name}"))
-        return rows
+        return [(index, t, f"{KEYFRAMES_DIR}/{name}") for t, name in zip(times, names)]
 
-    def _run(self, ctx: FileContext, cmd: list[str], tool: str) -> subprocess.CompletedProcess:
+    def _run(self, ctx: FileContext, cmd: list[str], tool: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", cwd=cwd,
                                   timeout=self.settings.timeout_seconds)
         except subprocess.TimeoutExpired:
             raise RetryableError(f"{ctx.source}: {tool} did not finish within {self.settings.timeout_seconds:g} s") from None
