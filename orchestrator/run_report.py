@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import quote
 
 from orchestrator import planning
 from orchestrator.executor import executor_kind
@@ -290,8 +291,6 @@ def _has_timeline(f: tuple) -> bool:
 
 
 def _href(link_root: str, output_name: str) -> str:
-    from urllib.parse import quote  # noqa: PLC0415
-
     return quote(f"{link_root}/{output_name}/{TIMELINE}")
 
 
