@@ -525,16 +525,41 @@ class Manifest:
             reasons = Counter(f"{cls}: {reason_key(err)}" for cls, err in rows)
         return reasons.most_common(limit)
 
-    def measured_files(self) -> list[tuple[int, float, float, str, str | None]]:
-        """(size, media seconds, seconds, stage_seconds JSON, stage_rss JSON) of every done file
-        whose worker measured its stages (what a plan is made from)."""
+    def stage_figures(self) -> dict[str, Any] | None:
+        """What a plan is made from, over the done files whose worker measured its stages (None:
+        there are none): ``files``, ``media_seconds``, ``seconds`` (all stages), the median bytes
+        per media second, and per stage (JSON keys of stage_seconds/stage_rss, aggregated by
+        SQLite): files, seconds, media seconds, the 90th percentile of seconds per media hour,
+        peak bytes."""
+        done = "f.state = :done AND f.media_seconds > 0 AND f.stage_seconds IS NOT NULL"
+        args = {"done": FileState.DONE.value}
         with self.engine.connect() as c:
-            rows = c.execute(
-                select(files.c.size, files.c.media_seconds, files.c.seconds, files.c.stage_seconds, files.c.stage_rss)
-                .where(files.c.state == FileState.DONE.value, files.c.media_seconds > 0,
-                       files.c.stage_seconds.is_not(None))
-            )
-            return [tuple(r) for r in rows]
+            n, media, seconds = c.exec_driver_sql(
+                f"SELECT count(*), sum(f.media_seconds), sum(f.seconds) FROM files f WHERE {done}", args).one()
+            if not n:
+                return None
+            middle = [r[0] for r in c.exec_driver_sql(
+                f"SELECT f.size * 1.0 / f.media_seconds AS r FROM files f WHERE {done} ORDER BY r "
+                "LIMIT :k OFFSET :skip", {**args, "k": 2 - n % 2, "skip": (n - 1) // 2})]
+            stages = {key: {"files": k, "seconds": total, "media_seconds": m, "p90": None, "peak_rss": None}
+                      for key, k, total, m in c.exec_driver_sql(
+                          f"SELECT j.key, count(*), sum(j.value), sum(f.media_seconds) "
+                          f"FROM files f, json_each(f.stage_seconds) j WHERE {done} AND j.key != 'total' "
+                          "GROUP BY j.key", args)}
+            for key, rate in c.exec_driver_sql(
+                    "SELECT key, r FROM (SELECT j.key AS key, j.value * 3600.0 / f.media_seconds AS r, "
+                    "row_number() OVER (PARTITION BY j.key ORDER BY j.value / f.media_seconds) AS rn, "
+                    "count(*) OVER (PARTITION BY j.key) AS n "
+                    f"FROM files f, json_each(f.stage_seconds) j WHERE {done} AND j.key != 'total') "
+                    "WHERE rn = min(n, CAST(0.9 * n AS INTEGER) + 1)", args):
+                stages[key]["p90"] = rate
+            for key, peak in c.exec_driver_sql(
+                    f"SELECT j.key, max(j.value) FROM files f, json_each(f.stage_rss) j WHERE {done} GROUP BY j.key",
+                    args):
+                if key in stages:
+                    stages[key]["peak_rss"] = int(peak)
+        return {"files": n, "media_seconds": media, "seconds": seconds or 0.0,
+                "bytes_per_media_second": sum(middle) / len(middle), "stages": stages}
 
     def shard_peaks(self) -> list[int]:
         """The peak memory each task reported (shards whose worker measured it)."""
@@ -543,11 +568,13 @@ class Manifest:
 
     def shard_sizes(self, shard_ids: Sequence[int]) -> list[list[int]]:
         """The file sizes of each of these shards (in the given order)."""
+        by_shard: dict[int, list[int]] = {i: [] for i in shard_ids}
+        ids = list(by_shard)
         with self.engine.connect() as c:
-            rows = c.execute(select(files.c.shard_id, files.c.size).where(files.c.shard_id.in_(list(shard_ids))))
-            by_shard: dict[int, list[int]] = {i: [] for i in shard_ids}
-            for shard_id, size in rows:
-                by_shard[shard_id].append(size)
+            for k in range(0, len(ids), 500):  # bounded: SQLite limits the parameters of a statement
+                rows = c.execute(select(files.c.shard_id, files.c.size).where(files.c.shard_id.in_(ids[k:k + 500])))
+                for shard_id, size in rows:
+                    by_shard[shard_id].append(size)
         return [by_shard[i] for i in shard_ids]
 
     def report_files(self) -> list[tuple]:

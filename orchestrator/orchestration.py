@@ -81,7 +81,7 @@ def plan_submit(config: JobConfig) -> SubmitPlan:
         shards = plan_shards(new, lambda f: f.size, lambda f: f.path,
                              config.sharding.files_per_shard, config.sharding.bytes_per_shard)
         advice = None
-        measured = measure(manifest) if manifest is not None else None
+        measured = measure(manifest) if manifest is not None and (shards or resubmit) else None
         if measured is not None:
             sizes = [[f.size for f in shard] for shard in shards] + manifest.shard_sizes(resubmit)
             advice = advise(config, measured, sizes, slurm=executor_kind(config) == "slurm")
@@ -221,7 +221,7 @@ def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool,
         time_limit = time_limit if time_limit is not None else grown_time
     resubmit = manifest.created_shards()
     advice = None
-    measured = measure(manifest)
+    measured = measure(manifest) if shards or resubmit else None
     if measured is not None:
         sizes = [[f.size for f in shard] for shard in shards] + manifest.shard_sizes(resubmit)
         advice = advise(config, measured, sizes, slurm=executor_kind(config) == "slurm", time_limit=time_limit,

@@ -9,9 +9,7 @@ expectation times its margin draws a warning.
 
 from __future__ import annotations
 
-import json
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -49,29 +47,15 @@ class Measured:
 
 def measure(manifest: Manifest) -> Measured | None:
     """The figures of the done files whose stages were measured; None when there are none."""
-    rows = manifest.measured_files()
-    if not rows:
+    figures = manifest.stage_figures()
+    if figures is None:
         return None
-    media = sum(r[1] for r in rows)
-    per_stage: dict[str, list[tuple[float, float]]] = {}  # stage -> (seconds, media seconds) per file
-    peaks: dict[str, int] = {}
-    for size, media_s, _total, stage_seconds, stage_rss in rows:
-        for stage, seconds in json.loads(stage_seconds).items():
-            if stage != "total":
-                per_stage.setdefault(stage, []).append((seconds, media_s))
-        for stage, peak in (json.loads(stage_rss) if stage_rss else {}).items():
-            peaks[stage] = max(peaks.get(stage, 0), int(peak))
-    stages = []
-    for stage, values in per_stage.items():
-        rates = sorted(s / m * 3600 for s, m in values)
-        stages.append(StageFigures(stage, len(values), sum(s for s, _ in values) / sum(m for _, m in values) * 3600,
-                                   rates[min(len(rates) - 1, int(0.9 * len(rates)))], peaks.get(stage)))
-    task_peaks = manifest.shard_peaks()
-    highest = max([*peaks.values(), *task_peaks], default=None)
-    return Measured(files=len(rows), media_hours=media / 3600,
-                    seconds_per_media_hour=sum(r[2] or 0.0 for r in rows) / media * 3600,
-                    bytes_per_media_second=statistics.median(r[0] / r[1] for r in rows),
-                    stages=stages, peak_rss=highest)
+    stages = [StageFigures(name, st["files"], st["seconds"] / st["media_seconds"] * 3600, st["p90"], st["peak_rss"])
+              for name, st in figures["stages"].items()]
+    highest = max([*(st.peak_rss for st in stages if st.peak_rss), *manifest.shard_peaks()], default=None)
+    return Measured(files=figures["files"], media_hours=figures["media_seconds"] / 3600,
+                    seconds_per_media_hour=figures["seconds"] / figures["media_seconds"] * 3600,
+                    bytes_per_media_second=figures["bytes_per_media_second"], stages=stages, peak_rss=highest)
 
 
 @dataclass(frozen=True)

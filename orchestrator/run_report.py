@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import quote
 
 from orchestrator import planning
 from orchestrator.executor import executor_kind
@@ -176,8 +177,8 @@ def _stages(measured: planning.Measured | None) -> str:
     ax.set_xlabel("seconds per media hour")
     ax.legend(loc="lower right")
     ax.set_title(f"Stage seconds per media hour ({measured.files} files, {measured.media_hours:.1f} media h)")
-    rows = "".join(f"<tr><td>{_e(s.stage)}</td><td>{s.files}</td><td>{s.seconds_per_media_hour:.0f}</td>"
-                   f"<td>{s.p90_seconds_per_media_hour:.0f}</td><td>{_gib(s.peak_rss)}</td></tr>" for s in stages)
+    rows = "".join(f"<tr><td>{_e(s.stage)}</td><td>{s.files}</td><td>{_rate(s.seconds_per_media_hour)}</td>"
+                   f"<td>{_rate(s.p90_seconds_per_media_hour)}</td><td>{_gib(s.peak_rss)}</td></tr>" for s in stages)
     table = ("<table><tr><th>stage</th><th>files</th><th>s per media h</th><th>p90</th><th>peak memory</th></tr>"
              f"{rows}</table>")
     return _section("Stage seconds per media hour", _img(fig, "stage seconds per media hour") + table)
@@ -290,8 +291,6 @@ def _has_timeline(f: tuple) -> bool:
 
 
 def _href(link_root: str, output_name: str) -> str:
-    from urllib.parse import quote  # noqa: PLC0415
-
     return quote(f"{link_root}/{output_name}/{TIMELINE}")
 
 
@@ -334,6 +333,10 @@ def _page(name: str, sections: Iterable[str]) -> str:
 
 def _e(text: str) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _rate(seconds_per_media_hour: float) -> str:
+    return f"{seconds_per_media_hour:.0f}" if seconds_per_media_hour >= 10 else f"{seconds_per_media_hour:.2f}"
 
 
 def _gib(n: int | None) -> str:

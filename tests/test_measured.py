@@ -79,7 +79,12 @@ def test_dry_runs_plan_from_what_was_measured(tmp_path, cli, make_clips, sleep_s
     assert "measured on 4 done file(s)" in plan.out
     [sleep_line] = [line for line in plan.out.splitlines() if line.strip().startswith("sleep")]
     rate = float(sleep_line.split()[1])
-    assert 850 <= rate <= 1500, sleep_line  # 0.5 s (and a little) per 2 s of media: 900 s per media hour
+    ends = [r for r in journal_records(tmp_path / "work") if r["kind"] == "file_end"]
+    want = sum(r["seconds"]["sleep"] for r in ends) / sum(r["facts"]["duration_s"] for r in ends) * 3600
+    assert abs(rate - want) <= 0.5 and rate >= 0.5 / 2.05 * 3600, (sleep_line, want)  # at least 0.5 s per ~2 s
+    rates = sorted(r["seconds"]["sleep"] / r["facts"]["duration_s"] * 3600 for r in ends)
+    p90 = float(sleep_line.split("(p90 ")[1].split(")")[0])
+    assert abs(p90 - rates[min(len(rates) - 1, int(0.9 * len(rates)))]) <= 0.5, (sleep_line, rates)
     assert "peak" in sleep_line
     assert "expected for these 5 file(s) in 1 shard(s)" in plan.out and "suggested" in plan.out
     err = " ".join(plan.err.split())

@@ -99,11 +99,11 @@ def _merge(sequences: list[TitleSequence], gap: float) -> list[TitleSequence]:
 
 
 def titles_from_classified(classified: dict[str, Any], gap: float) -> list[TitleSequence]:
-    """The title sequences ``classify`` kept (not filtered, labelled its title class), merged."""
+    """The title sequences ``classify`` kept (not filtered: title score at its threshold or above), merged."""
     title_class = classified.get("title_class", "title_sequence")
     found = []
     for i, seg in enumerate(classified["segments"]):
-        if seg.get("filtered") or seg.get("label") != title_class:
+        if seg.get("filtered"):
             continue
         frames = [{"time": float(k["time"]), "path": k.get("path"), "score": float(k.get("scores", {}).get(title_class, 0.0))}
                   for k in seg.get("keyframes", [])]

@@ -78,7 +78,7 @@ def draw_timeline(path: Path, *, title: str, duration: float, segments: Sequence
         labels.append("music kept /\nfiltered")
         title_class = classified.get("title_class", "title_sequence")
         for seg in classified["segments"]:
-            if seg.get("filtered") or seg.get("label") != title_class or not seg.get("keyframes"):
+            if seg.get("filtered") or not seg.get("keyframes"):
                 continue
             best = max(seg["keyframes"], key=lambda k: k.get("scores", {}).get(title_class, 0.0))
             if best.get("path"):
@@ -117,6 +117,9 @@ def _thumbnails(strip: Any, thumbs: list[tuple[float, str]], duration: float, fo
     if len(thumbs) > MAX_THUMBNAILS:  # evenly chosen, first and last kept
         k = len(thumbs) - 1
         thumbs = [thumbs[round(i * k / (MAX_THUMBNAILS - 1))] for i in range(MAX_THUMBNAILS)]
+    if not thumbs:
+        strip.text(0.5, 0.5, "no keyframes of kept title sequences (classify did not run, or kept none)",
+                   transform=strip.transAxes, ha="center", va="center", fontsize=9, color="#777777")
     width = duration / (MAX_THUMBNAILS + 2)
     for time, name in thumbs:
         path = Path(name) if Path(name).is_absolute() else folder / name
