@@ -20,7 +20,7 @@ import pytest
 
 from tests.media import assert_same_segmentation, make_program
 from tvseg.errors import BadInput, ModelError
-from worker.models import EXPECTED, load_nets, load_segmenter
+from worker.models import EXPECTED, NETS, load_nets, load_segmenter
 from worker.segmentation import (MIN_SAMPLES, SR, ChunkedSegmenter, Net, _Blocks, _decode_blocks, _FrameStore, _patches,
                                  _predict, _prefetch, frame_features)
 from worker.stages import FileContext
@@ -207,8 +207,8 @@ def test_stage_module_and_settings_load_without_numpy_or_tensorflow():
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "Settings(model_dir='/models', vad_engine='sm', detect_gender=True, batch_size=256, chunk_seconds=30, "
-        "context_seconds=30.0, energy_ratio=0.03)",
-        "model_dir vad_engine detect_gender batch_size chunk_seconds context_seconds energy_ratio",
+        "context_seconds=30.0, energy_ratio=0.03, features=False)",
+        "model_dir vad_engine detect_gender batch_size chunk_seconds context_seconds energy_ratio features",
     ]
 
 
@@ -240,6 +240,13 @@ def test_setup_with_a_truncated_weight_file_says_how_to_fix(model_dir, tmp_path)
     assert str(err.value) == (
         f"model directory {models}: keras_speech_music_noise_cnn.hdf5 has sha256 {digest}, "
         f"expected {EXPECTED['keras_speech_music_noise_cnn.hdf5']}; fix: orchestrate models fetch --dir {models}")
+
+
+def test_the_network_table_is_the_packages():
+    from inaSpeechSegmenter.segmenter import Gender, SpeechMusic, SpeechMusicNoise
+
+    for key, cls in {"smn": SpeechMusicNoise, "sm": SpeechMusic, "gender": Gender}.items():
+        assert NETS[key] == {name: getattr(cls, name) for name in NETS[key]}, key
 
 
 # --- segmentation -----------------------------------------------------------------------
@@ -315,6 +322,34 @@ def test_outputs_and_cache(model_dir, program, tmp_path):
     other.setup()
     with pytest.raises(BadInput):
         other.process(_ctx(gone, out))
+
+
+def test_stored_features_are_the_packages_in_float16(model_dir, program, tmp_path):
+    from inaSpeechSegmenter.segmenter import _media2feats
+
+    path, _ = program
+    out = tmp_path / "out"
+    stage = _stage(model_dir, features=True, **SMALL)
+    result = stage.process(_ctx(path, out))
+    assert result.outputs == ("segments.csv", "segments.json", "provenance.json", "features.npz")
+    mspec, loge, _ = _media2feats(str(path), None, None, "ffmpeg")
+    with np.load(out / "features.npz") as npz:
+        assert sorted(npz.files) == ["log_energy", "mel", "time_s"]
+        mel, energy, times = npz["mel"], npz["log_energy"], npz["time_s"]
+    assert (mel.dtype, energy.dtype, times.dtype) == (np.float16, np.float16, np.float64)
+    assert mel.shape == mspec.shape == (len(loge), 24) and energy.shape == times.shape == loge.shape
+    np.testing.assert_allclose(times, np.arange(len(loge)) * 0.01, rtol=0, atol=1e-9)
+    assert np.array_equal(np.isfinite(energy), np.isfinite(loge))  # digital silence stays -inf
+    assert np.all(energy[~np.isfinite(loge)] == -np.inf)
+    # float16 keeps 11 significant bits: 4.9e-4 relative, plus the features' own 1e-5 (see above)
+    finite = np.isfinite(mspec)
+    np.testing.assert_allclose(mel[finite], mspec[finite], rtol=4.9e-4, atol=1e-5)
+    np.testing.assert_allclose(energy[np.isfinite(loge)], loge[np.isfinite(loge)], rtol=4.9e-4, atol=1e-5)
+    assert not list(out.glob(".*"))  # no temp file left
+
+    (out / "features.npz").unlink()  # an incomplete earlier run: done again
+    assert stage.process(_ctx(path, out)) == result
+    assert (out / "features.npz").is_file()
 
 
 def test_corrupt_mp4_is_bad_input(model_dir, program, tmp_path):

@@ -22,6 +22,7 @@ from worker.models import EXPECTED
 from worker.stages import FileContext, Stage, StageResult
 
 CSV, SUMMARY, PROVENANCE = "segments.csv", "segments.json", "provenance.json"
+FEATURES = "features.npz"  # with the ``features`` setting (worker.segmentation.write_features)
 OUTPUTS = (CSV, SUMMARY, PROVENANCE)
 CSV_HEADER = ("labels", "start", "stop")
 
@@ -37,6 +38,7 @@ class Settings:
     chunk_seconds: float = 60.0  # audio decoded and predicted at a time (memory), and decision window
     context_seconds: float = 30.0  # context either side of a decision window
     energy_ratio: float = 0.03  # the package's energy threshold, relative to the mean energy
+    features: bool = False  # also write features.npz: 24 log mel bands + log energy a 10 ms frame, float16
 
     def __post_init__(self) -> None:
         if self.vad_engine not in ("sm", "smn"):
@@ -87,16 +89,21 @@ class SegmentStage(Stage):
             self._segmenter = None
             keras.backend.clear_session()
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return OUTPUTS + ((FEATURES,) if self.settings.features else ())
+
     def process(self, ctx: FileContext) -> StageResult:
         cached = self._cached(ctx.output_dir)
         if cached:
             return cached
-        segments, seconds, chunks = self._segmenter.segment(ctx.staged, ctx.source)
+        features = ctx.output_dir / FEATURES if self.settings.features else None
+        segments, seconds, chunks = self._segmenter.segment(ctx.staged, ctx.source, features)
         summary = self._summary(segments, seconds, chunks)
         atomic_write_text(ctx.output_dir / CSV, _segments_csv(segments))
         atomic_write_text(ctx.output_dir / SUMMARY, json.dumps(summary, indent=2))
         atomic_write_text(ctx.output_dir / PROVENANCE, json.dumps(self._provenance, indent=2))
-        return StageResult(OUTPUTS, _facts(summary))
+        return StageResult(self.outputs, _facts(summary))
 
     def _cached(self, out: Path) -> StageResult | None:
         """The result of an earlier run with the same settings and models, if complete."""
@@ -106,7 +113,8 @@ class SegmentStage(Stage):
         except (OSError, ValueError):
             return None
         same = all(provenance.get(k) == self._provenance[k] for k in ("settings", "models"))
-        return StageResult(OUTPUTS, _facts(summary)) if same and (out / CSV).is_file() else None
+        complete = all((out / name).is_file() for name in self.outputs)
+        return StageResult(self.outputs, _facts(summary)) if same and complete else None
 
     def _summary(self, segments: list[tuple[str, float, float]], seconds: float, chunks: int) -> dict:
         totals = {"speech": 0.0, "female": 0.0, "male": 0.0, "music": 0.0, "noise": 0.0, "noEnergy": 0.0}
