@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import multiprocessing
 import re
 import shutil
 import subprocess
@@ -297,6 +298,24 @@ def test_chunked_equals_the_package_on_the_whole_file(model_dir, program, option
     segments, seconds, chunks = ChunkedSegmenter(nets, 0.03, **SMALL).segment(path, "p.mp4")
     assert_same_segmentation(segments, segmenter(str(path)))
     assert (round(seconds, 3), chunks) == (60.0, 4)
+
+
+def test_features_in_two_processes_give_the_packages_segments(model_dir, quiet_program, tmp_path):
+    path, _ = quiet_program
+    nets, _ = load_nets(model_dir, "smn", False, 256, "onnx")
+    segmenter = ChunkedSegmenter(nets, 0.03, 10.0, 5.0, feature_workers=2)  # 5 chunks: both processes busy
+    try:
+        segments, seconds, chunks = segmenter.segment(path, "q.m4a", tmp_path / "two.npz")
+        assert len(multiprocessing.active_children()) == 2  # the feature processes, spawned
+    finally:
+        segmenter.close()
+    assert not multiprocessing.active_children()
+    assert seconds == pytest.approx(40, abs=0.05) and chunks == 5  # the m4a ends with a partial AAC frame
+    assert_same_segmentation(segments, load_segmenter(model_dir, detect_gender=False)(str(path)))
+    one = ChunkedSegmenter(nets, 0.03, 10.0, 5.0)
+    one.segment(path, "q.m4a", tmp_path / "one.npz")
+    with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)  # the same blocks, the same features
 
 
 def test_the_network_predicts_only_the_frames_the_package_predicts(model_dir, quiet_program):
