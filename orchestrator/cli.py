@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("models", "Fill (fetch) or check (verify) the segmenter's model folder, by sha256.",
                 ("action", {"choices": ["fetch", "verify"], "help": "fetch: fill the folder; verify: check it"}))
     p.add_argument("--dir", type=Path, help="the model folder (default: stage_settings.segment.model_dir of JOBS_YAML)")
+    p.add_argument("--worker-python", metavar="PYTHON",
+                   help="the worker environment's python, which converts the weights to ONNX with TensorFlow and "
+                        "tf2onnx (default: this command's python)")
 
     command("cancel", "Cancel the run's queued and running tasks; their unfinished files go back to pending.")
 
@@ -296,7 +299,7 @@ def _report(config, args, out: Console) -> ExitCode:
 
 
 def _models(config, args, out: Console) -> ExitCode:
-    from worker.models import fetch_models, verify_model_dir  # noqa: PLC0415 - pip and hashlib only
+    from worker.models import ONNX_MANIFEST, fetch_models, verify_model_dir, verify_onnx  # noqa: PLC0415 - pip, hashlib
 
     folder = args.dir
     if folder is None:
@@ -305,8 +308,11 @@ def _models(config, args, out: Console) -> ExitCode:
             raise UsageError(f"{config.source}: worker.stages has no 'segment' stage, so no model_dir; use --dir")
         folder = Path(segment.model_dir)
     if args.action == "fetch":
-        fetch_models(folder)
-    for name, digest in verify_model_dir(folder).items():
+        fetch_models(folder, args.worker_python)
+    digests = verify_model_dir(folder)
+    if args.action == "fetch" or (folder / ONNX_MANIFEST).exists():
+        digests.update(verify_onnx(folder))  # the ONNX backend's files, converted by fetch
+    for name, digest in digests.items():
         out.print(f"{digest}  {folder / name}", markup=False, soft_wrap=True)
     out.print(f"model folder {folder}: every file matches its sha256", markup=False, soft_wrap=True)
     return ExitCode.OK

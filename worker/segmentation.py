@@ -3,7 +3,7 @@
 ``Segmenter()(path)`` decodes to a temp file and holds the whole signal and its
 features: about 1.5 MB of memory a second of audio. ``ChunkedSegmenter`` instead works
 in two passes over per-frame data kept in unnamed temp files on scratch (beside the
-staged input, about 100 kB a second of audio):
+staged input, about 10 kB a second of audio):
 
 1. **features**: ffmpeg decodes the file once, into a pipe; each ``chunk_seconds`` of
    it becomes the package's own features (``mfcc``: 24 log mel bands and the log energy
@@ -382,12 +382,12 @@ def _pread(file: Any, lo: int, hi: int, columns: int) -> np.ndarray:
 def write_features(dest: Path, store: _FrameStore, rows: int = 360_000) -> None:
     """Write the file's features as ``dest`` (an .npz, atomically): ``mel`` (frames x 24
     log mel bands, float16), ``log_energy`` (frames, float16) and ``time_s`` (each 25 ms
-    frame's start in seconds, float32), deflate-compressed, streamed ``rows`` frames at a
+    frame's start in seconds, float64), deflate-compressed, streamed ``rows`` frames at a
     time from the store (memory independent of the file's length)."""
     tmp = dest.with_name(f".{dest.name}.tmp")
     arrays = {"mel": ((store.frames, MELS), "<f2", store.read_mspec),
               "log_energy": ((store.frames,), "<f2", store.read_loge),
-              "time_s": ((store.frames,), "<f4", lambda a, b: np.arange(a, b) * (HOP / SR))}
+              "time_s": ((store.frames,), "<f8", lambda a, b: np.arange(a, b) * (HOP / SR))}
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             for name, (shape, dtype, read) in arrays.items():
