@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _submit(config, args, out: Console) -> ExitCode:
     plan = orchestration.plan_submit(config)
     n_bytes = f"{plan.new_bytes / 1e9:.2f} GB"
-    out.print(f"{config.name}: {plan.new_files} new file(s), {n_bytes}, in {len(plan.shards)} new shard(s); "
+    out.print(f"{config.name}: {len(plan.new)} new file(s), {n_bytes}, in {plan.n_shards} new shard(s); "
               f"{plan.known} already in the manifest"
               + (f"; {len(plan.resubmit)} shard(s) left unsubmitted earlier" if plan.resubmit else ""))
     _advice(plan.advice, args.dry_run, out)
