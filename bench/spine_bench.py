@@ -7,10 +7,11 @@
    about 1.75 records per file (85 % of files started and ended, a task start and end
    per shard of 50 files).
 3. `orchestrate status` (tables and --json) on that N-file manifest, most files settled.
-4. The manifest's size.
+4. `orchestrate report` (the HTML page, with a timeline link per done file) on it.
+5. The manifest's size.
 
 Targets on this 2-core machine: N = 100,000 (2,000 shards, 174,000 records): dry run
-<= 10 s, first status <= 5 s, status <= 0.5 s; N = 1,000,000: dry run <= 15 s,
+<= 10 s, first status <= 5 s, status <= 0.5 s, report <= 10 s; N = 1,000,000: dry run <= 15 s,
 status <= 1 s.  The load average (1 min) is printed beside every figure: the machine
 may be shared.
 
@@ -113,10 +114,16 @@ def build_manifest(jobs: Path) -> int:
             lines.append({"kind": "file_start", "time": t, "file_id": f.id})
             state = "done" if roll < 0.93 else "failed" if roll < 0.97 else "quarantined"
             error = {} if state == "done" else {"error_class": "BadInput", "error": f"{f.path}: no audio stream"}
+            media = rng.uniform(3600, 8 * 3600)
+            seconds = {"staging": 2.0, "probe": 0.5, "segment": media / 40, "boundaries": 1.5}
+            seconds["total"] = sum(seconds.values())
+            outputs = [f"{f.output_name}/segments.csv", f"{f.output_name}/timeline.png"] if state == "done" else []
             lines.append({"kind": "file_end", "time": t + 60.0, "file_id": f.id, "state": state,
-                          "outputs": ["probe.json"], "facts": {"duration_s": 3600.0},
-                          "seconds": {"probe": 60.0, "total": 60.0}, **error})
-        lines.append({"kind": "task_end", "time": t + 61.0, "reason": "stopped", "detail": "TIMEOUT"})
+                          "outputs": outputs, "facts": {"duration_s": media}, "seconds": seconds,
+                          "peak_rss": {"probe": 80_000_000, "segment": rng.randint(1, 3) * 10**9,
+                                       "boundaries": 150_000_000}, **error})
+        lines.append({"kind": "task_end", "time": t + 61.0, "reason": "stopped", "detail": "TIMEOUT",
+                      "peak_rss": rng.randint(2, 4) * 10**9})
         folder = shard_dir(config.workdir, shard_id)
         folder.mkdir(parents=True)
         (folder / "attempt-0.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines),
@@ -158,6 +165,10 @@ def main() -> None:
         print(f"status --json on {snap['total']} files: {js:.3f} s{target}  [{load()}]  files={snap['files']}")
         table, _ = timed([ORCHESTRATE, "status", str(jobs)], repeat=5)
         print(f"status (tables) on {snap['total']} files: {table:.3f} s{target}  [{load()}]")
+        report = folder / "report.html"
+        rep, out = timed([ORCHESTRATE, "report", str(jobs), "--out", str(report)], repeat=3)
+        print(f"report on {snap['total']} files: {rep:.2f} s (target <= 10 s), {report.stat().st_size / 1e6:.1f} MB  "
+              f"[{load()}]  [{out.strip()}]")
         bare, _ = timed([sys.executable, "-c", "pass"], repeat=5)
         print(f"(python start-up alone: {bare:.3f} s)")
         size = os.path.getsize(folder / "work" / "manifest.sqlite")

@@ -60,13 +60,20 @@ files = Table(
     Column("shard_id", Integer, ForeignKey("shards.id"), index=True),
     Column("error_class", Text),
     Column("error", Text),
-    Column("error_key", Text),  # what `status` groups errors by (reason_key()); NULL: not computed
+    Column("error_key", Text),  # what `status` groups errors by (error_key()); NULL: not computed
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("seconds", Float),
     Column("media_seconds", Float),
     Column("outputs", Text),  # JSON list of paths relative to the file's output folder
     Column("added_at", Float, nullable=False),
+    # Added later (nullable, created when an older manifest is opened): what the worker measured.
+    Column("stage_seconds", Text),  # JSON {"stage": seconds, ..., "total": seconds}
+    Column("stage_rss", Text),  # JSON {"stage": peak bytes of the worker process during that stage}
+    Column("peak_rss", Integer),  # the largest of stage_rss
+    Column("staged_bytes", Integer),  # bytes the last transfer to scratch brought
+    Column("staging_seconds", Float),  # how long that transfer took
+    Column("compute_seconds", Float),  # the stages' time (seconds total minus staging)
 )
 Index("files_state_finished", files.c.state, files.c.finished_at)
 # Folding and ending shards look up one shard's files in one state.
@@ -90,6 +97,7 @@ shards = Table(
     Column("end_reason", Text),
     Column("host", Text),
     Column("pid", Integer),
+    Column("peak_rss", Integer),  # added later: the worker process's peak over the task's attempts
 )
 
 submissions = Table(
@@ -427,7 +435,9 @@ class Manifest:
     def throughput(self, since: float) -> dict[str, Any]:
         """What a rate is measured from: the files finished since ``since`` (how many, their
         media seconds, the earliest start and the last end among them), the earliest start
-        among files running now, and the files the active shards have still to finish."""
+        among files running now, and the files the active shards have still to finish; and
+        among the files finished since ``since``, the bytes and seconds of their transfers to
+        scratch and the bytes and seconds of their stages."""
         settled = [s.value for s in FINISHED]
         open_states = [FileState.PENDING.value, FileState.RUNNING.value]
         with self.engine.connect() as c:
@@ -439,6 +449,13 @@ class Manifest:
             running_since = c.execute(
                 select(func.min(files.c.started_at)).where(files.c.state == FileState.RUNNING.value)
             ).scalar_one()
+            flow = c.execute(
+                select(func.count(files.c.staged_bytes), func.sum(files.c.staged_bytes),
+                       func.sum(files.c.staging_seconds), func.count(files.c.compute_seconds),
+                       func.sum(case((files.c.compute_seconds.is_not(None), files.c.size))),
+                       func.sum(files.c.compute_seconds))
+                .where(files.c.state.in_(settled), files.c.finished_at >= since)
+            ).one()
             active = select(shards.c.id).where(shards.c.state.in_([s.value for s in ACTIVE]))
             remaining = c.execute(  # by the active shards' files, not by every open file of the archive
                 select(func.count()).where(files.c.shard_id.in_(active), files.c.state.in_(open_states))
@@ -446,11 +463,13 @@ class Manifest:
         return {
             "files": done[0], "media_seconds": float(done[1]), "first_start": done[2], "last_end": done[3],
             "running_since": running_since, "remaining_files": remaining,
+            "staged_files": flow[0], "staged_bytes": flow[1] or 0, "staging_seconds": flow[2] or 0.0,
+            "computed_files": flow[3], "computed_bytes": flow[4] or 0, "compute_seconds": flow[5] or 0.0,
         }
 
     def top_errors(self, limit: int) -> list[tuple[str, int]]:
         """The most common reasons among failed and quarantined files ("class: reason", see
-        reason_key), counted along an index; errors an older tvseg left without a key are
+        error_key), counted along an index; errors an older tvseg left without a key are
         keyed here."""
         reasons: Counter[str] = Counter()
         with self.engine.connect() as c:
@@ -466,8 +485,79 @@ class Manifest:
                     select(files.c.error_class, files.c.error)
                     .where(files.c.state == state, files.c.error_key.is_(None))
                 )
-                reasons.update(f"{cls}: {reason_key(err)}" for cls, err in unkeyed)
+                reasons.update(f"{cls}: {error_key(err)}" for cls, err in unkeyed)
         return sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+    def stage_figures(self) -> dict[str, Any] | None:
+        """What a plan is made from, over the done files whose worker measured its stages (None:
+        there are none): ``files``, ``media_seconds``, ``seconds`` (all stages), the median bytes
+        per media second, and per stage (JSON keys of stage_seconds/stage_rss, aggregated by
+        SQLite): files, seconds, media seconds, the 90th percentile of seconds per media hour,
+        peak bytes."""
+        done = "f.state = :done AND f.media_seconds > 0 AND f.stage_seconds IS NOT NULL"
+        args = {"done": FileState.DONE.value}
+        with self.engine.connect() as c:
+            n, media, seconds = c.exec_driver_sql(
+                f"SELECT count(*), sum(f.media_seconds), sum(f.seconds) FROM files f WHERE {done}", args).one()
+            if not n:
+                return None
+            middle = [r[0] for r in c.exec_driver_sql(
+                f"SELECT f.size * 1.0 / f.media_seconds AS r FROM files f WHERE {done} ORDER BY r "
+                "LIMIT :k OFFSET :skip", {**args, "k": 2 - n % 2, "skip": (n - 1) // 2})]
+            stages = {key: {"files": k, "seconds": total, "media_seconds": m, "p90": None, "peak_rss": None}
+                      for key, k, total, m in c.exec_driver_sql(
+                          f"SELECT j.key, count(*), sum(j.value), sum(f.media_seconds) "
+                          f"FROM files f, json_each(f.stage_seconds) j WHERE {done} AND j.key != 'total' "
+                          "GROUP BY j.key", args)}
+            for key, rate in c.exec_driver_sql(
+                    "SELECT key, r FROM (SELECT j.key AS key, j.value * 3600.0 / f.media_seconds AS r, "
+                    "row_number() OVER (PARTITION BY j.key ORDER BY j.value / f.media_seconds) AS rn, "
+                    "count(*) OVER (PARTITION BY j.key) AS n "
+                    f"FROM files f, json_each(f.stage_seconds) j WHERE {done} AND j.key != 'total') "
+                    "WHERE rn = min(n, CAST(0.9 * n AS INTEGER) + 1)", args):
+                stages[key]["p90"] = rate
+            for key, peak in c.exec_driver_sql(
+                    f"SELECT j.key, max(j.value) FROM files f, json_each(f.stage_rss) j WHERE {done} GROUP BY j.key",
+                    args):
+                if key in stages:
+                    stages[key]["peak_rss"] = int(peak)
+        return {"files": n, "media_seconds": media, "seconds": seconds or 0.0,
+                "bytes_per_media_second": sum(middle) / len(middle), "stages": stages}
+
+    def shard_peaks(self) -> list[int]:
+        """The peak memory each task reported (shards whose worker measured it)."""
+        with self.engine.connect() as c:
+            return list(c.execute(select(shards.c.peak_rss).where(shards.c.peak_rss.is_not(None))).scalars())
+
+    def shard_sizes(self, shard_ids: Sequence[int]) -> list[list[int]]:
+        """The file sizes of each of these shards (in the given order)."""
+        by_shard: dict[int, list[int]] = {i: [] for i in shard_ids}
+        ids = list(by_shard)
+        with self.engine.connect() as c:
+            for k in range(0, len(ids), 500):  # bounded: SQLite limits the parameters of a statement
+                rows = c.execute(select(files.c.shard_id, files.c.size).where(files.c.shard_id.in_(ids[k:k + 500])))
+                for shard_id, size in rows:
+                    by_shard[shard_id].append(size)
+        return [by_shard[i] for i in shard_ids]
+
+    def report_files(self) -> list[tuple]:
+        """Every file, for the run report: (path, size, state, shard id, error class, error,
+        finished at, seconds, media seconds, stage_seconds JSON, peak rss, outputs JSON, output name)."""
+        with self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(
+                select(files.c.path, files.c.size, files.c.state, files.c.shard_id, files.c.error_class, files.c.error,
+                       files.c.finished_at, files.c.seconds, files.c.media_seconds, files.c.stage_seconds,
+                       files.c.peak_rss, files.c.outputs, files.c.output_name).order_by(files.c.id))]
+
+    def report_shards(self) -> list[dict[str, Any]]:
+        """Every shard with the resources its submission asked for (JSON) and its submission's kind."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(shards.c.id, shards.c.state, shards.c.job_id, shards.c.n_files, shards.c.started_at,
+                       shards.c.ended_at, shards.c.end_reason, shards.c.host, shards.c.peak_rss,
+                       shards.c.submission_id, submissions.c.kind, submissions.c.resources)
+                .select_from(shards.outerjoin(submissions)).order_by(shards.c.id))
+            return [dict(r._mapping) for r in rows]
 
     def files_in(self, states: Sequence[FileState]) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
@@ -475,7 +565,13 @@ class Manifest:
             return [dict(r._mapping) for r in rows]
 
 
-def reason_key(error: str | None) -> str:
+def _compute_seconds(seconds: dict[str, float]) -> float | None:
+    """The stages' share of a file's time: every entry but staging and the total."""
+    stages = [v for k, v in seconds.items() if k not in ("staging", "total")]
+    return sum(stages) if stages else None
+
+
+def error_key(error: str | None) -> str:
     """What errors are grouped by: the first line, without the path it starts with
     ("/...: reason" -> "reason"), at most 120 characters; errors that differ only by the
     file they name get one key."""
@@ -486,7 +582,7 @@ def reason_key(error: str | None) -> str:
 def _key_errors(c: Any) -> None:
     """Fill error_key where an older tvseg left an error without one."""
     rows = c.execute(select(files.c.id, files.c.error).where(files.c.error.is_not(None), files.c.error_key.is_(None)))
-    _executemany(c, _KEY_ERROR, [{"fid": fid, "key": reason_key(error)} for fid, error in rows.all()])
+    _executemany(c, _KEY_ERROR, [{"fid": fid, "key": error_key(error)} for fid, error in rows.all()])
 
 
 def _upgrade(engine: Any) -> None:
@@ -551,6 +647,8 @@ _END_FILE = (
         state=bindparam("st"), error_class=bindparam("ec"), error=bindparam("err"), error_key=bindparam("ek"),
         finished_at=bindparam("t"),
         seconds=bindparam("sec"), media_seconds=bindparam("media"), outputs=bindparam("out"),
+        stage_seconds=bindparam("sts"), stage_rss=bindparam("sr"), peak_rss=bindparam("pr"),
+        staged_bytes=bindparam("sb"), staging_seconds=bindparam("ss"), compute_seconds=bindparam("cs"),
         attempts=files.c.attempts + case((files.c.state == _PENDING, bindparam("inc", type_=Integer)), else_=0),
         started_at=case((files.c.state == _PENDING, func.coalesce(bindparam("ts", type_=Float), files.c.started_at)),
                         else_=files.c.started_at),
@@ -558,6 +656,8 @@ _END_FILE = (
 )
 _REQUEUE_TASK = update(shards).where(shards.c.id == bindparam("sid"), _SHARD_ACTIVE).values(
     state=ShardState.SUBMITTED.value)
+_TASK_RSS = update(shards).where(shards.c.id == bindparam("sid")).values(
+    peak_rss=func.max(func.coalesce(shards.c.peak_rss, 0), bindparam("b_rss", type_=Integer)))
 _RELEASE_IN_HAND = update(files).where(files.c.shard_id == bindparam("sid"), files.c.state == _RUNNING).values(
     state=_PENDING)
 # Ending a shard moves its files only if it has not ended before (then the shard itself).
@@ -629,6 +729,7 @@ def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> No
     file_starts: list[dict[str, Any]] = []
     file_ends: list[dict[str, Any]] = []
     requeues: list[dict[str, Any]] = []
+    task_rss: list[dict[str, Any]] = []
     ends: list[tuple[int, str, float]] = []
     for shard_id, records in items:
         task_start: dict[str, Any] | None = None
@@ -644,7 +745,11 @@ def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> No
                 ended.setdefault(rec["file_id"], rec)
             elif kind == "task_start":  # each applies while the shard is active: the last one wins
                 task_start = rec
-            elif task_end is None:  # task_end: the first that is not a requeue ends the shard
+            else:  # task_end: its peak memory counts whether or not it ends the shard
+                if rec.get("peak_rss"):
+                    task_rss.append({"sid": shard_id, "b_rss": int(rec["peak_rss"])})
+                if task_end is not None:  # the first that is not a requeue ends the shard
+                    continue
                 if rec["reason"] == "requeued":  # the scheduler runs the task again; that attempt resumes
                     requeued = True
                 else:
@@ -658,17 +763,22 @@ def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> No
             ts = started.get(fid)
             file_ends.append({
                 "sid": shard_id, "fid": fid, "st": FileState(rec["state"]).value, "ec": rec.get("error_class"),
-                "err": rec.get("error"), "ek": reason_key(rec.get("error")), "t": rec["time"],
+                "err": rec.get("error"), "ek": error_key(rec.get("error")), "t": rec["time"],
                 "sec": rec.get("seconds", {}).get("total"),
                 "media": rec.get("facts", {}).get("duration_s"), "out": json.dumps(rec.get("outputs", [])),
                 "ts": ts, "inc": 0 if ts is None else 1,
+                "sts": json.dumps(rec["seconds"]) if rec.get("seconds") else None,
+                "sr": json.dumps(rec["peak_rss"]) if rec.get("peak_rss") else None,
+                "pr": max(rec["peak_rss"].values()) if rec.get("peak_rss") else None,
+                "sb": (rec.get("staging") or {}).get("bytes"), "ss": (rec.get("staging") or {}).get("seconds"),
+                "cs": _compute_seconds(rec.get("seconds", {})),
             })
         if task_end is not None:  # a requeue before it is overwritten by the end
             ends.append(task_end)
         elif requeued:
             requeues.append({"sid": shard_id})
     for statement, rows in ((_START_TASK, task_starts), (_START_FILE, file_starts), (_END_FILE, file_ends),
-                            (_REQUEUE_TASK, requeues)):
+                            (_REQUEUE_TASK, requeues), (_TASK_RSS, task_rss)):
         _executemany(c, statement, rows)
     _end_shards(c, ends)
 
@@ -680,9 +790,9 @@ def _end_shards(c: Any, ends: Sequence[tuple[int, str, float]]) -> None:
     if not ends:
         return
     in_hand = [(sid, f"the task ended while on this file: {reason}", when) for sid, reason, when in ends]
-    _executemany(c, _FAIL_IN_HAND, [{"sid": sid, "t": when, "in_hand": error, "in_hand_key": reason_key(error)}
+    _executemany(c, _FAIL_IN_HAND, [{"sid": sid, "t": when, "in_hand": error, "in_hand_key": error_key(error)}
                                     for sid, error, when in in_hand])
     unreached = [(sid, f"not reached: {reason}") for sid, reason, _ in ends if not reason.startswith("complete")]
-    _executemany(c, _NOTE_UNREACHED, [{"sid": sid, "note": note, "note_key": reason_key(note)}
+    _executemany(c, _NOTE_UNREACHED, [{"sid": sid, "note": note, "note_key": error_key(note)}
                                       for sid, note in unreached])
     _executemany(c, _END_SHARD, [{"sid": sid, "t": when, "reason": reason} for sid, reason, when in ends])

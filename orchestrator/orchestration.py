@@ -9,14 +9,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
-from orchestrator.executor import Executor, make_executor
+import tvseg
+from orchestrator.environment import check_environment
+from orchestrator.executor import Executor, executor_kind, make_executor
 from orchestrator.inputs import scan_inputs
 from orchestrator.manifest import FileRow, InputFile, JournalMark, Manifest
+from orchestrator.planning import Advice, advise, measure
 from orchestrator.sharding import plan_shards, shard_count
 from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig, format_slurm_mem, format_slurm_time, parse_slurm_mem, parse_slurm_time
@@ -51,6 +54,7 @@ class SubmitPlan:
     files_per_shard: int | None
     bytes_per_shard: int | None
     resubmit: list[int] = field(default_factory=list)  # shards an earlier submit left unsubmitted
+    advice: Advice | None = None  # from what finished files measured, when any did
 
     @cached_property
     def shards(self) -> list[list[InputFile]]:
@@ -66,6 +70,7 @@ class RetryPlan:
     mem: str | None = None  # SLURM resources for the retry when not those of jobs.yaml
     time: str | None = None
     notes: list[str] = field(default_factory=list)  # why they changed, or could not
+    advice: Advice | None = None  # from what finished files measured, when any did
 
 
 @dataclass(frozen=True)
@@ -82,24 +87,34 @@ def open_manifest(config: JobConfig, create: bool = False) -> Manifest:
 
 
 def plan_submit(config: JobConfig) -> SubmitPlan:
-    """Scan the inputs and shard what the manifest does not know yet.  Writes nothing."""
+    """Check the worker's environment, scan the inputs and count the shards of what the
+    manifest does not know yet (packed only to submit, or to plan from measured rates).
+    Writes nothing."""
+    check_environment(config)
     inputs = scan_inputs(config)
     known: set[str] = set()
     resubmit: list[int] = []
-    if config.manifest_path.exists():
-        manifest = open_manifest(config)
-        try:
+    advice = None
+    sharding = config.sharding
+    manifest = open_manifest(config) if config.manifest_path.exists() else None
+    try:
+        if manifest is not None:
             known = manifest.known_paths()
             resubmit = manifest.created_shards()
-        finally:
+        new = [f for f in inputs if f.path not in known] if known else inputs
+        new_bytes = sum(f.size for f in new)
+        plan = SubmitPlan(known=len(inputs) - len(new), new=new, new_bytes=new_bytes,
+                          n_shards=shard_count(len(new), new_bytes, sharding.files_per_shard, sharding.bytes_per_shard),
+                          files_per_shard=sharding.files_per_shard, bytes_per_shard=sharding.bytes_per_shard,
+                          resubmit=resubmit)
+        measured = measure(manifest) if manifest is not None and (new or resubmit) else None
+        if measured is not None:
+            sizes = [[f.size for f in shard] for shard in plan.shards] + manifest.shard_sizes(resubmit)
+            advice = advise(config, measured, sizes, slurm=executor_kind(config) == "slurm")
+    finally:
+        if manifest is not None:
             manifest.close()
-    new = [f for f in inputs if f.path not in known] if known else inputs
-    new_bytes = sum(f.size for f in new)
-    sharding = config.sharding
-    return SubmitPlan(known=len(inputs) - len(new), new=new, new_bytes=new_bytes,
-                      n_shards=shard_count(len(new), new_bytes, sharding.files_per_shard, sharding.bytes_per_shard),
-                      files_per_shard=sharding.files_per_shard, bytes_per_shard=sharding.bytes_per_shard,
-                      resubmit=resubmit)
+    return replace(plan, advice=advice) if advice is not None else plan
 
 
 def submit(config: JobConfig, plan: SubmitPlan, executor: Executor | None = None) -> Submitted:
@@ -123,6 +138,8 @@ def _submit_shards(config: JobConfig, manifest: Manifest, executor: Executor, sh
             workdir=str(config.workdir),
             files=tuple(TaskFile(f.id, f.path, f.size, f.output_name) for f in manifest.shard_files(shard_id)),
             worker=config.worker,
+            ssh=config.ssh,
+            tvseg_version=tvseg.__version__,
         )
         for shard_id in shard_ids
     ]
@@ -251,6 +268,7 @@ def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool,
     """What retry would do.  ``mem``/``time_limit`` (SLURM values) override what jobs.yaml and
     the tasks' ends call for: after OUT_OF_MEMORY or TIMEOUT, the memory or time of that
     task times slurm.grow-factor, up to slurm.max-mem / slurm.max-time."""
+    check_environment(config)
     files, exhausted = manifest.retry_candidates(config.worker.max_attempts, include_quarantined)
     shards = plan_shards(files, lambda f: f.size, lambda f: f.path,
                          config.sharding.files_per_shard, config.sharding.bytes_per_shard)
@@ -259,8 +277,15 @@ def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool,
         grown_mem, grown_time, notes = _grow(config, manifest.retry_causes())
         mem = mem if mem is not None else grown_mem
         time_limit = time_limit if time_limit is not None else grown_time
-    return RetryPlan(files=files, exhausted=exhausted, shards=shards, resubmit=manifest.created_shards(),
-                     mem=mem, time=time_limit, notes=notes)
+    resubmit = manifest.created_shards()
+    advice = None
+    measured = measure(manifest) if shards or resubmit else None
+    if measured is not None:
+        sizes = [[f.size for f in shard] for shard in shards] + manifest.shard_sizes(resubmit)
+        advice = advise(config, measured, sizes, slurm=executor_kind(config) == "slurm", time_limit=time_limit,
+                        mem=mem)
+    return RetryPlan(files=files, exhausted=exhausted, shards=shards, resubmit=resubmit,
+                     mem=mem, time=time_limit, notes=notes, advice=advice)
 
 
 def _grow(config: JobConfig, causes: list[tuple[str, dict]]) -> tuple[str | None, str | None, list[str]]:

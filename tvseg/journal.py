@@ -14,12 +14,17 @@ Layout under <workdir>/journals/::
 Record kinds (every record has "kind" and "time"; a reader skips kinds it does not
 know, with a warning, so that a newer worker never bricks an older orchestrator)::
 
-    task_start  shard, attempt, host, pid, job_id, skipped (file ids settled earlier)
+    task_start  shard, attempt, host, pid, job_id, skipped (file ids settled earlier),
+                python (the worker's interpreter), tvseg (its version)
     file_start  file_id
     file_end    file_id, state (done|failed|quarantined), error_class, error,
-                outputs, facts, seconds {"stage": s, "total": s}
+                outputs, facts, seconds {"stage": s, "total": s},
+                staging {"bytes", "seconds", "tries", and for rsync "literal": the bytes that came
+                over the wire, fewer when a retry resumed a partial copy} (absent if nothing was staged)
+                peak_rss {"stage": bytes} (the worker process's peak during each stage; newer workers)
     task_end    reason (complete|stopped|requeued|error), detail; "requeued": the scheduler runs
-                the task again (a later task_end of the same attempt replaces it)
+                the task again (a later task_end of the same attempt replaces it);
+                peak_rss: bytes, the worker process's peak over the attempt (newer workers)
 
 A journal is closed once its last task_end is not a requeue: its writer appends nothing
 more.  After a requeue, the scheduler's next attempt writes a new journal.
