@@ -33,8 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.media import (assert_same_segmentation, digital_silence_fraction, make_broadcast, make_long,  # noqa: E402
-                         make_program)
+from tests.media import (assert_same_segmentation, digital_silence_fraction, make_broadcast_like,  # noqa: E402
+                         make_long, make_program)
 
 OLD_PROGRAMMES = [
     [("speech", 20), ("music", 25), ("speech", 30), ("noise", 10), ("music", 20), ("silence", 5)],
@@ -186,7 +186,7 @@ def main() -> None:
         for seed in range(4):
             path = media / "broadcast" / f"broadcast {seed} {file_s:g}s.mp4"
             if not path.exists():
-                make_broadcast(path, file_s, seed, media / "clips")
+                make_broadcast_like(path, file_s, seed, media / "clips")
             broadcast.append(path)
         old = []
         for i in range(4):

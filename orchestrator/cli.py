@@ -16,11 +16,12 @@ from typing import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator import orchestration, report
+from orchestrator import orchestration, planning, report
 from orchestrator.config import load_config
 from tvseg.config import parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExitCode, TvsegError, UsageError
 from tvseg.states import FileState
+from tvseg.visual import BACKBONES, TrainSettings
 
 DEFAULT_JOBS = "jobs.yaml"
 
@@ -65,7 +66,47 @@ def _parser() -> argparse.ArgumentParser:
                         "tf2onnx (default: this command's python)")
 
     command("cancel", "Cancel the run's queued and running tasks; their unfinished files go back to pending.")
+
+    p = command("report", "Write one self-contained HTML report of the run (plots embedded) from the manifest.")
+    p.add_argument("--out", type=Path, metavar="PATH", help="where to write it (default: <workdir>/report.html)")
+
+    _classifier_parser(sub)
     return parser
+
+
+def _classifier_parser(sub) -> None:
+    text = "Build a training set from keyframes, train the keyframe classifier, evaluate it."
+    p = sub.add_parser("classifier", help=text, description=text)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    text = ("Copy the keyframes of finished files into OUT_DIR/<class>/ (unlabelled/ unless a sibling caption "
+            "file labels them).")
+    d = actions.add_parser("dataset", help=text, description=text)
+    d.add_argument("jobs", metavar="JOBS_YAML", help="the run whose finished files to export")
+    d.add_argument("out", type=Path, metavar="OUT_DIR", help="the data set folder (class folders inside)")
+    d.add_argument("--title-seconds", type=float, default=20.0, metavar="S",
+                   help="frames within S seconds of a caption's story start go to title_sequence/ (default 20)")
+    text = "Train an image classifier on DATA_DIR's class folders; save it in MODEL_DIR."
+    t = actions.add_parser("train", help=text, description=text)
+    t.add_argument("data", type=Path, metavar="DATA_DIR", help="class folders of images (unlabelled/ is left out)")
+    t.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="where to save the model")
+    t.add_argument("--backbone", choices=BACKBONES, help="cnn: a small CNN from scratch (default); the others need "
+                   "--backbone-weights")
+    t.add_argument("--backbone-weights", metavar="FILE", help="a local weights file of the backbone without its top "
+                   "(default backbone then: mobilenet_v3_small); nothing is ever downloaded")
+    t.add_argument("--image-size", type=int, default=96, metavar="PX", help="the network's input, PX x PX (default 96)")
+    t.add_argument("--epochs", type=int, default=30, help="at most this many epochs (default 30)")
+    t.add_argument("--batch-size", type=int, default=32, help="images a step (default 32)")
+    t.add_argument("--patience", type=int, default=5, help="early stopping: epochs without a better validation "
+                   "loss (default 5)")
+    t.add_argument("--test-fraction", type=float, default=0.2, help="held out for the report (default 0.2)")
+    t.add_argument("--seed", type=int, default=0, help="of the split, the shuffling and the weights (default 0)")
+    t.add_argument("--submit", metavar="JOBS_YAML", help="train as one job through this run's executor and "
+                   "resources (SLURM: its mem, time and gpus), following its progress")
+    text = "Print the metrics of MODEL_DIR's classifier on the labelled images of DATA_DIR."
+    e = actions.add_parser("evaluate", help=text, description=text)
+    e.add_argument("model", type=Path, metavar="MODEL_DIR", help="a folder made by 'classifier train'")
+    e.add_argument("data", type=Path, metavar="DATA_DIR", help="class folders of images")
+    e.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
 
 
 def _slurm_value(parse):
@@ -89,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
     try:
+        if args.command == "classifier":
+            return int(_classifier(args, out))
         if args.command == "models" and args.dir is not None:
             return int(_models(None, args, out))  # a folder given: no jobs.yaml needed
         config = load_config(Path(args.jobs))
@@ -108,9 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _submit(config, args, out: Console) -> ExitCode:
     plan = orchestration.plan_submit(config)
     n_bytes = f"{plan.new_bytes / 1e9:.2f} GB"
-    out.print(f"{config.name}: {plan.new_files} new file(s), {n_bytes}, in {len(plan.shards)} new shard(s); "
+    out.print(f"{config.name}: {len(plan.new)} new file(s), {n_bytes}, in {plan.n_shards} new shard(s); "
               f"{plan.known} already in the manifest"
               + (f"; {len(plan.resubmit)} shard(s) left unsubmitted earlier" if plan.resubmit else ""))
+    _advice(plan.advice, args.dry_run, out)
     if args.dry_run:
         out.print("dry run: nothing written, nothing submitted")
         return ExitCode.OK
@@ -163,6 +207,7 @@ def _retry(config, args, out: Console) -> ExitCode:
             out.print(note, markup=False)
         if plan.mem or plan.time:
             out.print(f"this retry asks for mem={plan.mem or config.slurm.mem} time={plan.time or config.slurm.time}")
+        _advice(plan.advice, args.dry_run, out)
         if args.dry_run:
             for f in plan.files:
                 out.print(f"  {f.state.value:<11} attempts={f.attempts} {f.path}", markup=False)
@@ -176,6 +221,17 @@ def _retry(config, args, out: Console) -> ExitCode:
     finally:
         manifest.close()
     return _wait(config, out) if args.wait else ExitCode.OK
+
+
+def _advice(advice, dry_run: bool, out: Console) -> None:
+    """The plan from what was measured (dry runs), and its warnings (always)."""
+    if advice is None:
+        return
+    if dry_run:
+        for line in planning.describe(advice):
+            out.print(line, markup=False, soft_wrap=True)
+    for warning in advice.warnings:
+        _warn(warning)
 
 
 def _wait(config, out: Console) -> ExitCode:
@@ -227,6 +283,21 @@ def _cancel(config, args, out: Console) -> ExitCode:
     return ExitCode.OK
 
 
+def _report(config, args, out: Console) -> ExitCode:
+    from orchestrator.run_report import build_report  # noqa: PLC0415 - matplotlib only for this command
+
+    manifest = orchestration.open_manifest(config)
+    try:
+        for message in orchestration.reconcile(config, manifest):
+            _warn(message)
+        built = build_report(config, manifest, args.out or config.workdir / "report.html")
+    finally:
+        manifest.close()
+    out.print(f"report: {built.path} ({built.files} file(s), {built.timelines} timeline(s), "
+              f"{built.bytes / 1e6:.1f} MB, {built.seconds:.1f} s)", markup=False, soft_wrap=True)
+    return ExitCode.OK
+
+
 def _models(config, args, out: Console) -> ExitCode:
     from worker.models import ONNX_MANIFEST, fetch_models, verify_model_dir, verify_onnx  # noqa: PLC0415 - pip, hashlib
 
@@ -247,7 +318,74 @@ def _models(config, args, out: Console) -> ExitCode:
     return ExitCode.OK
 
 
-_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry, "models": _models, "cancel": _cancel}
+def _classifier(args, out: Console) -> ExitCode:
+    from orchestrator import classifier  # noqa: PLC0415 - light; TensorFlow only inside train/evaluate
+
+    if args.action == "dataset":
+        config = load_config(Path(args.jobs))
+        rep = classifier.export_dataset(config, args.out, args.title_seconds)
+        out.print(classifier.dataset_table(rep))
+        return ExitCode.OK
+    if args.action == "evaluate":
+        metrics = classifier.evaluate(args.model, args.data)
+        if args.json:
+            print(json.dumps(metrics))
+        else:
+            out.print(*classifier.metrics_tables(metrics, f"{args.model} on {args.data}"))
+        return ExitCode.OK
+    backbone = args.backbone or ("mobilenet_v3_small" if args.backbone_weights else "cnn")
+    weights = str(Path(args.backbone_weights).resolve()) if args.backbone_weights else None
+    try:
+        settings = TrainSettings(backbone=backbone, backbone_weights=weights, image_size=args.image_size,
+                                 epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
+                                 test_fraction=args.test_fraction, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.submit is None:
+        metrics = classifier.train_here(args.data, args.out, settings)
+    else:
+        run = classifier.submit_training(load_config(Path(args.submit)), args.data, args.out, settings)
+        out.print(f"training submitted as one {run.executor} job; its files: {run.workdir}", markup=False)
+        _wait_training(run, args.out, out)
+        metrics = classifier.training_outcome(run, args.out)
+    out.print(*classifier.metrics_tables(metrics, f"held-out test images of {args.data}"))
+    out.print(f"model saved in {args.out}", markup=False, soft_wrap=True)
+    return ExitCode.OK
+
+
+def _wait_training(run, model_dir: Path, out: Console) -> None:
+    """Follow the training job: its state, and the last epoch it reported."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestrator.classifier import read_progress  # noqa: PLC0415
+
+    manifest = orchestration.open_manifest(run)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[detail]}"), console=out, transient=False) as progress:
+            bar = progress.add_task("epochs", total=None, detail="queued")
+            shown = [0]
+
+            def show(counts: dict[FileState, int]) -> None:
+                state = next((s.value for s in (FileState.RUNNING, FileState.DONE, FileState.FAILED,
+                                                FileState.QUARANTINED) if counts[s]), "queued")
+                epoch = read_progress(model_dir)
+                if epoch:
+                    logs = " ".join(f"{k}={v:.3f}" for k, v in epoch["logs"].items())
+                    progress.update(bar, total=epoch["epochs"], completed=epoch["epoch"], detail=f"{state} {logs}")
+                    if epoch["epoch"] != shown[0]:  # a line an epoch: also where no bar is drawn (a log)
+                        shown[0] = epoch["epoch"]
+                        progress.console.print(f"epoch {epoch['epoch']}/{epoch['epochs']}: {logs}", markup=False)
+                else:
+                    progress.update(bar, detail=state)
+
+            orchestration.wait(run, manifest, show, on_warning=_warn)
+    finally:
+        manifest.close()
+
+
+_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry, "models": _models, "cancel": _cancel,
+             "report": _report}
 
 
 if __name__ == "__main__":

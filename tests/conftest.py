@@ -125,6 +125,24 @@ def program(media_dir) -> tuple[Path, list[tuple[str, float, float]]]:
     return path, make_program(path, PROGRAM)
 
 
+# --- a real sshd on 127.0.0.1 (remote inputs) ------------------------------------------
+
+
+@pytest.fixture
+def sshd(tmp_path_factory):
+    """A started tests.sshd.Sshd of its own (tests stop and restart it); stopped afterwards.
+    Skipped where it cannot run (not root, no openssh-server), failed instead in CI."""
+    from tests.sshd import start_or_fail  # noqa: PLC0415
+
+    server = start_or_fail(tmp_path_factory.mktemp("sshd"))
+    if isinstance(server, str):
+        pytest.skip(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def quiet_program(media_dir) -> tuple[Path, list[tuple[str, float, float]]]:
     """A 40 s audio-only file whose silences are low-level noise, as a broadcast's (not digital

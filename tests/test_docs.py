@@ -58,7 +58,13 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _options(parser: argparse.ArgumentParser) -> set[str]:
-    return {o for a in parser._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
+    """The long options of a command, its subcommands' included (`classifier train --out`)."""
+    found = {o for a in parser._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options(sub)
+    return found
 
 
 def test_the_docs_show_commands():
