@@ -6,8 +6,8 @@ Prints, in one run (load average beside every figure; the machine may be shared)
    four music styles, pink/brown noise, low-level silence, sections of 5-40 s) and the
    share of digital silence in each; and, as a second line, the older test programmes
    (long stretches of digital silence), looped to the same length;
-2. whole-run wall time, back to back, same process count (one worker process, one
-   feature process): ``orchestrate submit --wait`` with [probe, segment] on the local
+2. whole-run wall time, back to back (plain, stage, stage, plain), same process count
+   (one worker process, one feature process): ``orchestrate submit --wait`` with [probe, segment] on the local
    executor vs ``Segmenter(vad_engine='smn', detect_gender=False).batch_process`` (batch
    32, its default) in a fresh Python, each timed from process start to exit; and
    whether the segments are equal (labels, boundaries within one 20 ms frame);
@@ -82,34 +82,39 @@ def read_segments(path: Path, delimiter: str) -> list[tuple[str, float, float]]:
 
 
 def whole_runs(files: list[Path], model_dir: Path, folder: Path, feature_workers: int) -> dict:
-    """The plain package and the stage on ``files``, back to back (plain first)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
-    plain_out = [folder / f"plain-{i}.csv" for i in range(len(files))]
-    args = [x for pair in zip(map(str, files), map(str, plain_out)) for x in pair]
-    before = load()
-    plain_s, _ = timed([sys.executable, "-c", PLAIN, str(model_dir), *args], env=env)
-    plain_load = load()
-
+    """The plain package and the stage on ``files``, in the order plain, stage, stage, plain
+    (a load that drifts weighs on both alike); each stage run in a fresh workdir."""
     import yaml  # noqa: PLC0415
 
-    jobs = folder / "jobs.yaml"
-    jobs.write_text(yaml.safe_dump({
-        "name": "bench", "workdir": str(folder / "work"), "inputs": [str(f) for f in files], "executor": "local",
-        "sharding": {"files_per_shard": len(files)},  # one worker process, as the plain run
-        "worker": {"stages": ["probe", "segment"], "queue_depth": 2},
-        "stage_settings": {"segment": {"model_dir": str(model_dir), "feature_workers": feature_workers}},
-    }))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
     orchestrate = str(Path(sys.executable).with_name("orchestrate"))
-    stage_s, _ = timed([orchestrate, "submit", str(jobs), "--wait"], env=env, cwd=folder)
-    stage_load = load()
+    runs = []
+    for k, kind in enumerate(["plain", "stage", "stage", "plain"]):
+        out = folder / f"{kind}-{k}"
+        out.mkdir()
+        if kind == "plain":
+            csvs = [out / f"{i}.csv" for i in range(len(files))]
+            args = [x for pair in zip(map(str, files), map(str, csvs)) for x in pair]
+            seconds, _ = timed([sys.executable, "-c", PLAIN, str(model_dir), *args], env=env)
+        else:
+            jobs = out / "jobs.yaml"
+            jobs.write_text(yaml.safe_dump({
+                "name": "bench", "workdir": str(out / "work"), "inputs": [str(f) for f in files], "executor": "local",
+                "sharding": {"files_per_shard": len(files)},  # one worker process, as the plain run
+                "worker": {"stages": ["probe", "segment"], "queue_depth": 2},
+                "stage_settings": {"segment": {"model_dir": str(model_dir), "feature_workers": feature_workers}},
+            }))
+            seconds, _ = timed([orchestrate, "submit", str(jobs), "--wait"], env=env, cwd=out)
+        runs.append((kind, seconds, load()))
     equal = 0
     for i, f in enumerate(files):
-        (seg_csv,) = (folder / "work" / "outputs").glob(f"{f.stem}-*/segments.csv")
-        assert_same_segmentation(read_segments(seg_csv, ","), read_segments(plain_out[i], "\t"))
+        (seg_csv,) = (folder / "stage-1" / "work" / "outputs").glob(f"{f.stem}-*/segments.csv")
+        assert_same_segmentation(read_segments(seg_csv, ","), read_segments(folder / "plain-0" / f"{i}.csv", "\t"))
         equal += 1
-    backend = json.loads(next((folder / "work" / "outputs").glob("*/provenance.json")).read_text())["backend"]
-    return {"plain_s": plain_s, "stage_s": stage_s, "equal": equal, "before": before, "plain_load": plain_load,
-            "stage_load": stage_load, "backend": backend}
+    provenance = next((folder / "stage-1" / "work" / "outputs").glob("*/provenance.json"))
+    plain = sum(s for kind, s, _ in runs if kind == "plain")
+    stage = sum(s for kind, s, _ in runs if kind == "stage")
+    return {"runs": runs, "ratio": plain / stage, "equal": equal, "backend": json.loads(provenance.read_text())["backend"]}
 
 
 def features_rate(path: Path, model_dir: Path) -> str:
@@ -208,9 +213,11 @@ def main() -> None:
             folder = Path(tmp) / label.split()[0]
             folder.mkdir()
             r = whole_runs(files, args.model_dir, folder, args.feature_workers)
-            print(f"   {label}: plain batch_process {r['plain_s']:6.1f} s ({r['before']} -> {r['plain_load']}); "
-                  f"orchestrate submit --wait [probe, segment] ({r['backend']}) {r['stage_s']:6.1f} s "
-                  f"({r['stage_load']}); ratio {r['plain_s'] / r['stage_s']:.2f}x; segments equal on "
+            print(f"   {label} (stage backend {r['backend']}):", flush=True)
+            for kind, seconds, after in r["runs"]:
+                name = "plain batch_process (batch 32)" if kind == "plain" else "orchestrate submit --wait [probe, segment]"
+                print(f"      {name:<44} {seconds:6.1f} s   ({after} at its end)", flush=True)
+            print(f"      ratio plain / stage (sums of both runs): {r['ratio']:.2f}x; segments equal on "
                   f"{r['equal']}/{len(files)} files", flush=True)
 
         if args.only in (None, "rates"):
