@@ -225,7 +225,8 @@ def load_nets(model_dir: Path, vad_engine: str, detect_gender: bool, batch_size:
         import keras
 
         predicts = [keras.models.load_model(model_dir / name, compile=False).predict_on_batch for name in names]
-    nets = [Net(**NETS[key], batch_size=batch_size, predict=predict) for key, predict in zip(keys, predicts)]
+    nets = [Net(**NETS[key], batch_size=batch_size, pad=backend == "tensorflow", predict=predict)
+            for key, predict in zip(keys, predicts)]
     return nets, used
 
 

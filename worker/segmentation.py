@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import zipfile
+from contextlib import closing
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,8 @@ class Net:
     nmel: int  # mel bands of its input
     viterbi_arg: int  # the package's transition cost for its decisions
     model_fname: str  # the package's weight file
-    batch_size: int  # patches a call
+    batch_size: int  # patches a call (at most)
+    pad: bool  # pad a short batch to batch_size (TensorFlow: one input shape, one trace)
     predict: Callable[[np.ndarray], np.ndarray]  # (batch_size, 68, nmel, 1) float32 -> (batch_size, labels)
 
 
@@ -143,11 +145,15 @@ class ChunkedSegmenter:
     def _features(self, path: Path, source: str) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
         """(seconds, log energy, mel bands) a chunk, in order; up to ``feature_workers`` + 1
         chunks in the processes at a time."""
-        blocks = _decode_blocks(path, source, self.chunk_seconds)
-        if self._pool is None:
-            for seconds, samples in blocks:
-                yield seconds, *frame_features(samples)
-            return
+        with closing(_decode_blocks(path, source, self.chunk_seconds)) as blocks:  # ffmpeg ends with it
+            if self._pool is None:
+                for seconds, samples in blocks:
+                    yield seconds, *frame_features(samples)
+            else:
+                yield from self._in_processes(blocks)
+
+    def _in_processes(self, blocks: Iterator[tuple[float, np.ndarray]]
+                      ) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
         pending: list[tuple[float, Future]] = []
         try:
             for seconds, samples in blocks:
@@ -190,11 +196,23 @@ class ChunkedSegmenter:
 
     def _inputs(self, store: _FrameStore, net: Net, runs: list[tuple[int, int]]
                 ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
-        """(first frame, (patches, finite)) of the frames of ``runs``, ``chunk_seconds`` at a time."""
-        step = round(self.chunk_seconds / FRAME_S)
-        for a, b in runs:
-            for lo in range(a, b, step):
-                yield lo, _patches(store, net.nmel, lo, min(b, lo + step))
+        """(first frame, (patches, to predict)) of the frames of ``runs`` (sorted, disjoint),
+        ``chunk_seconds`` of the file at a time: the runs a chunk holds share its batches."""
+        step, total = round(self.chunk_seconds / FRAME_S), (store.frames + 1) // 2
+        i = 0
+        for lo in range(0, total, step):
+            hi = min(total, lo + step)
+            wanted = np.zeros(hi - lo, bool)
+            while i < len(runs) and runs[i][0] < hi:
+                a, b = runs[i]
+                wanted[max(a, lo) - lo: min(b, hi) - lo] = True
+                if b > hi:
+                    break  # it goes on in the next chunk
+                i += 1
+            if wanted.any():
+                first, last = lo + int(np.argmax(wanted)), hi - int(np.argmax(wanted[::-1]))
+                data, finite = _patches(store, net.nmel, first, last)
+                yield first, (data, finite & wanted[first - lo: last - lo])
 
 
 def _patches(store: _FrameStore, nmel: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -218,14 +236,14 @@ def _predict(net: Net, data: np.ndarray, finite: np.ndarray) -> np.ndarray:
     finite if any of its 68 frames is digital silence (log 0); a patch's prediction does
     not depend on the others in its batch, so these are not predicted at all.
 
-    A short last batch is padded to the full size: every call then has one input shape,
-    so TensorFlow traces the model once, not once per shape (memory that would grow with
-    the number of files)."""
+    With ``net.pad``, a short last batch is padded to the full size: every call then has
+    one input shape, so TensorFlow traces the model once, not once per shape (memory that
+    would grow with the number of files); ONNX Runtime takes any batch size as it is."""
     pred = np.full((len(data), len(net.outlabels)), 0.5, np.float32)
     todo = np.flatnonzero(finite)
     for i in range(0, len(todo), net.batch_size):
         rows = todo[i: i + net.batch_size]
-        batch = data[np.pad(rows, (0, net.batch_size - len(rows)), mode="edge")]
+        batch = data[np.pad(rows, (0, net.batch_size - len(rows)), mode="edge") if net.pad else rows]
         pred[rows] = net.predict(np.ascontiguousarray(batch[..., np.newaxis], dtype=np.float32))[: len(rows)]
     return pred
 

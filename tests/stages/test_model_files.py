@@ -98,5 +98,6 @@ def test_fetch_into_a_new_dir_from_the_keras_cache(model_dir, tmp_path, monkeypa
     dest = tmp_path / "new" / "models"
 
     assert fetch_models(dest) == [dest / name for name in EXPECTED]
-    assert sorted(p.name for p in dest.iterdir()) == sorted(EXPECTED)
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*EXPECTED, *CONVERTED, "onnx.json"])
     assert verify_model_dir(dest) == EXPECTED
+    assert sorted(verify_onnx(dest)) == CONVERTED

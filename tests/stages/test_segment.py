@@ -123,7 +123,8 @@ def _counting(net: Net, seen: list) -> Net:
     return replace(net, predict=predict)
 
 
-def test_predict_gives_no_opinion_on_non_finite_patches_without_running_the_network():
+@pytest.mark.parametrize("pad, batches", [(True, [[0.0, 2.0], [3.0, 3.0]]), (False, [[0.0, 2.0], [3.0]])])
+def test_predict_gives_no_opinion_on_non_finite_patches_without_running_the_network(pad, batches):
     seen = []
 
     def predict(x):
@@ -131,12 +132,12 @@ def test_predict_gives_no_opinion_on_non_finite_patches_without_running_the_netw
         return np.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], axis=1)
 
     net = Net(outlabels=("a", "b"), inlabel="energy", nmel=21, viterbi_arg=80, model_fname="x", batch_size=2,
-              predict=predict)
+              pad=pad, predict=predict)
     data = np.arange(6, dtype=np.float32).reshape(6, 1, 1) * np.ones((6, 68, 21), np.float32)
-    finite = np.array([True, False, True, True, False, True])
+    finite = np.array([True, False, True, True, False, False])
     pred = _predict(net, data, finite)
-    assert seen == [[0.0, 2.0], [3.0, 5.0]]
-    assert pred.tolist() == [[0, 0], [0.5, 0.5], [2, -2], [3, -3], [0.5, 0.5], [5, -5]]
+    assert seen == batches
+    assert pred.tolist() == [[0, 0], [0.5, 0.5], [2, -2], [3, -3], [0.5, 0.5], [0.5, 0.5]]
     assert pred.dtype == np.float32
 
 
@@ -288,19 +289,38 @@ def test_music_across_a_chunk_border_is_found(model_dir, program, tmp_path):
     assert result.facts["music_s"] == pytest.approx(15, abs=1)
 
 
+@pytest.fixture(scope="module")
+def package_on_program(model_dir, program):
+    """The package's own segmentation of the programme with the given options (the oracle), once each."""
+    done = {}
+
+    def segment(**options):
+        key = tuple(sorted(options.items()))
+        if key not in done:
+            done[key] = load_segmenter(model_dir, **options)(str(program[0]))
+        return done[key]
+
+    return segment
+
+
 @pytest.mark.parametrize("backend", ["tensorflow", "onnx"])
 @pytest.mark.parametrize("options", [dict(vad_engine="smn", detect_gender=False),
                                      dict(vad_engine="sm", detect_gender=True)])
-def test_chunked_equals_the_package_on_the_whole_file(model_dir, program, options, backend):
+def test_chunked_equals_the_package_on_the_whole_file(model_dir, program, options, backend, package_on_program):
     path, _ = program
-    segmenter = load_segmenter(model_dir, **options)
     nets, _ = load_nets(model_dir, options["vad_engine"], options["detect_gender"], 256, backend)
     segments, seconds, chunks = ChunkedSegmenter(nets, 0.03, **SMALL).segment(path, "p.mp4")
-    assert_same_segmentation(segments, segmenter(str(path)))
+    assert_same_segmentation(segments, package_on_program(**options))
     assert (round(seconds, 3), chunks) == (60.0, 4)
 
 
-def test_features_in_two_processes_give_the_packages_segments(model_dir, quiet_program, tmp_path):
+@pytest.fixture(scope="module")
+def quiet_package(model_dir, quiet_program) -> list[tuple[str, float, float]]:
+    """The package's own segmentation of the quiet programme (the oracle)."""
+    return load_segmenter(model_dir, detect_gender=False)(str(quiet_program[0]))
+
+
+def test_features_in_two_processes_give_the_packages_segments(model_dir, quiet_program, quiet_package, tmp_path):
     path, _ = quiet_program
     nets, _ = load_nets(model_dir, "smn", False, 256, "onnx")
     segmenter = ChunkedSegmenter(nets, 0.03, 10.0, 5.0, feature_workers=2)  # 5 chunks: both processes busy
@@ -311,14 +331,14 @@ def test_features_in_two_processes_give_the_packages_segments(model_dir, quiet_p
         segmenter.close()
     assert not multiprocessing.active_children()
     assert seconds == pytest.approx(40, abs=0.05) and chunks == 5  # the m4a ends with a partial AAC frame
-    assert_same_segmentation(segments, load_segmenter(model_dir, detect_gender=False)(str(path)))
+    assert_same_segmentation(segments, quiet_package)
     one = ChunkedSegmenter(nets, 0.03, 10.0, 5.0)
     one.segment(path, "q.m4a", tmp_path / "one.npz")
     with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
         assert all(np.array_equal(a[k], b[k]) for k in a.files)  # the same blocks, the same features
 
 
-def test_the_network_predicts_only_the_frames_the_package_predicts(model_dir, quiet_program):
+def test_the_network_predicts_only_the_frames_the_package_predicts(model_dir, quiet_program, quiet_package):
     """Low-level (not digital) silence has finite features: the package predicts none of its
     frames (they fall below its energy threshold), and neither does the stage."""
     from inaSpeechSegmenter.segmenter import _energy_activity, _get_patches, _media2feats
@@ -330,12 +350,12 @@ def test_the_network_predicts_only_the_frames_the_package_predicts(model_dir, qu
     quiet = np.count_nonzero(~energy & finite)
     assert quiet > 5 / 0.02  # the quiet sections: finite, below the threshold
     seen = []
-    (net,), _ = load_nets(model_dir, "smn", False, 1)  # batches of one: no padding to count
+    (net,), _ = load_nets(model_dir, "smn", False, 256, "onnx")  # ONNX Runtime: batches not padded
     segmenter = ChunkedSegmenter([_counting(net, seen)], 0.03, **SMALL)
     segments, _, _ = segmenter.segment(path, "q.mp4")
     want = np.count_nonzero(energy & finite)
     assert sum(seen) == want
-    assert_same_segmentation(segments, load_segmenter(model_dir, detect_gender=False)(str(path)))
+    assert_same_segmentation(segments, quiet_package)
 
 
 def test_outputs_and_cache(model_dir, program, tmp_path):
