@@ -357,6 +357,7 @@ def _wait_training(run, model_dir: Path, out: Console) -> None:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.fields[detail]}"), console=out, transient=False) as progress:
             bar = progress.add_task("epochs", total=None, detail="queued")
+            shown = [0]
 
             def show(counts: dict[FileState, int]) -> None:
                 state = next((s.value for s in (FileState.RUNNING, FileState.DONE, FileState.FAILED,
@@ -365,6 +366,9 @@ def _wait_training(run, model_dir: Path, out: Console) -> None:
                 if epoch:
                     logs = " ".join(f"{k}={v:.3f}" for k, v in epoch["logs"].items())
                     progress.update(bar, total=epoch["epochs"], completed=epoch["epoch"], detail=f"{state} {logs}")
+                    if epoch["epoch"] != shown[0]:  # a line an epoch: also where no bar is drawn (a log)
+                        shown[0] = epoch["epoch"]
+                        progress.console.print(f"epoch {epoch['epoch']}/{epoch['epochs']}: {logs}", markup=False)
                 else:
                     progress.update(bar, detail=state)
 

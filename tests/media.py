@@ -341,3 +341,26 @@ def make_long_video(path: Path, seconds: float, size: str = "160x90", loop_secon
     finally:
         clip.unlink(missing_ok=True)
     return path
+
+
+def make_frames(folder: Path, kind: str, n: int, size: str = "160x90", variant: int = 0) -> list[Path]:
+    """``n`` JPEG pictures like a broadcast's ``title`` cards (text over a gradient) or its
+    ``commercial`` frames (moving pattern and boxes), 1 s apart: a small labelled set, fast."""
+    if kind not in ("title", "commercial"):
+        raise ValueError(f"kind must be 'title' or 'commercial', not {kind!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = (int(v) for v in size.split("x"))
+    common = f"s={size}:r=1:d={n}"
+    if kind == "title":
+        c0, c1 = GRADIENTS[variant % len(GRADIENTS)]
+        source = (f"gradients={common}:c0={c0}:c1={c1}:speed=0.3,drawtext=text='Show {variant}':font=DejaVu Sans:"
+                  f"fontsize={max(8, height // 4)}:fontcolor=white:borderw=2:x=(w-text_w)/2:y=(h-text_h)/2")
+    else:
+        source = (f"{('testsrc2', 'testsrc', 'rgbtestsrc')[variant % 3]}={common},"
+                  f"drawbox=x='mod(t*{width // 7},w)':y={height // 4}:w={width // 5}:h={height // 4}:"
+                  f"color={PRODUCT_COLOURS[variant % len(PRODUCT_COLOURS)]}:t=fill")
+    done = subprocess.run(["ffmpeg", "-nostdin", "-y", "-f", "lavfi", "-i", source, "-frames:v", str(n), "-q:v", "3",
+                           "-start_number", "0", f"{kind}{variant}-%03d.jpg"], cwd=folder, capture_output=True, text=True)
+    if done.returncode != 0:  # a relative pattern: the folder's name may hold '%'
+        raise RuntimeError(f"ffmpeg failed: {done.stderr.strip()[-2000:]}")
+    return sorted(folder.glob(f"{kind}{variant}-*.jpg"))
