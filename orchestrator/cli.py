@@ -61,11 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     p = command("models", "Fill (fetch) or check (verify) the segmenter's model folder, by sha256.",
                 ("action", {"choices": ["fetch", "verify"], "help": "fetch: fill the folder; verify: check it"}))
     p.add_argument("--dir", type=Path, help="the model folder (default: stage_settings.segment.model_dir of JOBS_YAML)")
+    p.add_argument("--worker-python", metavar="PYTHON",
+                   help="the worker environment's python, which converts the weights to ONNX with TensorFlow and "
+                        "tf2onnx (default: this command's python)")
 
     command("cancel", "Cancel the run's queued and running tasks; their unfinished files go back to pending.")
 
     p = command("report", "Write one self-contained HTML report of the run (plots embedded) from the manifest.")
     p.add_argument("--out", type=Path, metavar="PATH", help="where to write it (default: <workdir>/report.html)")
+
     _classifier_parser(sub)
     return parser
 
@@ -147,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _submit(config, args, out: Console) -> ExitCode:
     plan = orchestration.plan_submit(config)
     n_bytes = f"{plan.new_bytes / 1e9:.2f} GB"
-    out.print(f"{config.name}: {plan.new_files} new file(s), {n_bytes}, in {len(plan.shards)} new shard(s); "
+    out.print(f"{config.name}: {len(plan.new)} new file(s), {n_bytes}, in {plan.n_shards} new shard(s); "
               f"{plan.known} already in the manifest"
               + (f"; {len(plan.resubmit)} shard(s) left unsubmitted earlier" if plan.resubmit else ""))
     _advice(plan.advice, args.dry_run, out)
@@ -295,7 +299,7 @@ def _report(config, args, out: Console) -> ExitCode:
 
 
 def _models(config, args, out: Console) -> ExitCode:
-    from worker.models import fetch_models, verify_model_dir  # noqa: PLC0415 - pip and hashlib only
+    from worker.models import ONNX_MANIFEST, fetch_models, verify_model_dir, verify_onnx  # noqa: PLC0415 - pip, hashlib
 
     folder = args.dir
     if folder is None:
@@ -304,8 +308,11 @@ def _models(config, args, out: Console) -> ExitCode:
             raise UsageError(f"{config.source}: worker.stages has no 'segment' stage, so no model_dir; use --dir")
         folder = Path(segment.model_dir)
     if args.action == "fetch":
-        fetch_models(folder)
-    for name, digest in verify_model_dir(folder).items():
+        fetch_models(folder, args.worker_python)
+    digests = verify_model_dir(folder)
+    if args.action == "fetch" or (folder / ONNX_MANIFEST).exists():
+        digests.update(verify_onnx(folder))  # the ONNX backend's files, converted by fetch
+    for name, digest in digests.items():
         out.print(f"{digest}  {folder / name}", markup=False, soft_wrap=True)
     out.print(f"model folder {folder}: every file matches its sha256", markup=False, soft_wrap=True)
     return ExitCode.OK

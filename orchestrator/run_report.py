@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 from orchestrator import planning
 from orchestrator.executor import executor_kind
-from orchestrator.manifest import Manifest, reason_key
+from orchestrator.manifest import Manifest, error_key
 from tvseg.config import JobConfig, parse_slurm_mem
 from tvseg.journal import atomic_write_text
 from tvseg.states import FileState
@@ -188,7 +188,7 @@ def _failures(files: list[tuple]) -> str:
     n: Counter = Counter()
     for f in files:
         if f[2] in (FileState.FAILED.value, FileState.QUARANTINED.value):
-            key = (f[2], f[4] or "", reason_key(f[5]))
+            key = (f[2], f[4] or "", error_key(f[5]))
             n[key] += 1
             if len(by[key]) < EXAMPLES:
                 by[key].append(f[0])

@@ -26,7 +26,7 @@ from tvseg.states import FileState
 from tvseg.task import TaskFile
 from worker.memory import PeakMemory
 from worker.stages import FileContext, Stage, StageResult
-from worker.staging import ByteBudget, CopyStager
+from worker.staging import ByteBudget, CopyStager, Transfer
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Staged:
     size: int  # bytes held against the budget
     seconds: float
     error: FileError | None = None
+    transfer: Transfer | None = None
 
 
 _END = None  # the producer's last item
@@ -120,7 +121,7 @@ class Pipeline:
     def _stage(self, f: TaskFile) -> Staged | None:
         start = time.monotonic()
         try:
-            size = self.stager.size_of(f.path)
+            size = self.stager.size_of(f)
         except FileError as exc:
             return Staged(f, None, 0, 0.0, exc)
         if not self.budget.fits(size):
@@ -129,11 +130,11 @@ class Pipeline:
         if not self.budget.acquire(size, self.stop):
             return None
         try:
-            path = self.stager.stage(f.file_id, f.path)
+            transfer = self.stager.stage(f)
         except FileError as exc:
             self.budget.release(size)
             return Staged(f, None, 0, time.monotonic() - start, exc)
-        return Staged(f, path, size, time.monotonic() - start)
+        return Staged(f, transfer.path, size, time.monotonic() - start, transfer=transfer)
 
     def _release(self, item: Staged) -> None:
         if item.path is not None:
@@ -171,6 +172,11 @@ class Pipeline:
             seconds["total"] = round(sum(seconds.values()), 3)
             outputs = [f"{f.output_name}/{o}" for r in results.values() for o in r.outputs]
             facts = {k: v for r in results.values() for k, v in r.facts.items()}
+            if item.transfer is not None:
+                t = item.transfer
+                record["staging"] = {"bytes": t.bytes, "seconds": round(t.seconds, 3), "tries": t.tries}
+                if t.literal is not None:
+                    record["staging"]["literal"] = t.literal
             self.journal.write("file_end", file_id=f.file_id, state=state.value, outputs=outputs, facts=facts,
                                seconds=seconds, peak_rss=peak_rss, **record)
             self._release(item)
