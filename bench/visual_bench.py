@@ -5,7 +5,8 @@ Prints, on generated media (each measure in a fresh process, peak RSS from getru
 1. keyframes: seconds per music segment and peak RSS (the stage's process, and its largest
    ffmpeg) on a 10-minute and a 2-hour recording, 8 music segments of 20 s spread over each,
    K=5, both ways of taking frames (one call a segment; one seeking call a frame), alternated
-   ``--rounds`` times so both files see the same load (target: equal seconds per segment);
+   ``--rounds`` times so both files see the same load (target: equal seconds per segment), and
+   the cost of opening each file (ffmpeg reads an mp4's whole sample index at each open);
 2. training: `orchestrate classifier train` (the small CNN) on keyframes of generated title
    cards and commercials: seconds and peak RSS;
 3. classify: seconds per music segment (K=5 keyframes each) and peak RSS of the stage on a
@@ -111,6 +112,16 @@ def bench_keyframes(folder: Path, rounds: int) -> None:
             print(f"   {label:<19} {name:>6}: {per[name]:.3f} s/segment (best of {rounds}); "
                   f"peak {max(x['stage_mb'] for x in runs):.0f} / {max(x['ffmpeg_mb'] for x in runs):.0f} MB")
         print(f"   {label:<19} 2 h / 10 min: {per['2 h'] / per['10 min']:.2f}x")
+    opens = {}
+    for name, (path, _) in videos.items():  # what each call pays before any seek: reading the mp4's index
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "0", "-f", "null", "-"], check=True)
+            times.append(time.perf_counter() - t0)
+        opens[name] = min(times)
+    print(f"   opening the file (ffmpeg, no frame): 10 min {opens['10 min']:.3f} s, 2 h {opens['2 h']:.3f} s "
+          f"(+{opens['2 h'] - opens['10 min']:.3f} s a call: the sample index, read whole at each open)")
 
 
 def bench_training_and_classify(folder: Path) -> None:

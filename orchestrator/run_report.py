@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import quote
 
 from orchestrator import planning
 from orchestrator.executor import executor_kind
@@ -290,8 +289,13 @@ def _has_timeline(f: tuple) -> bool:
     return bool(f[11]) and f'/{TIMELINE}"' in f[11]
 
 
+# What must not stay raw in a relative URL's path (a browser encodes the rest, non-ASCII included,
+# itself); str.translate, not urllib's quote: 100,000 links in a fraction of a second.
+_URL_PATH = str.maketrans({c: f"%{ord(c):02X}" for c in "%#? \t\r\n"})
+
+
 def _href(link_root: str, output_name: str) -> str:
-    return quote(f"{link_root}/{output_name}/{TIMELINE}")
+    return f"{link_root}/{output_name}/{TIMELINE}".translate(_URL_PATH)
 
 
 def _resources_of(shard: dict) -> dict:

@@ -240,6 +240,24 @@ def test_train_submit_runs_one_job_through_the_executor(dataset, tmp_path):
     assert "the training job did not finish" in failed.stderr and "no labelled images" in failed.stderr
 
 
+def test_the_readme_flow_classifies_finished_segment_outputs(training_run, trained, tmp_path):
+    """README: a second job over the same recordings, taking the finished run's segments
+    (keyframes.segments_from), with keyframes and classify: no segmenter runs again."""
+    media = training_run.parent / "media"
+    jobs = write_jobs(tmp_path, name="classify", workdir="work-classified", inputs=[f"{media}/*.mp4"],
+                      worker={"stages": ["probe", "keyframes", "classify"], "heartbeat_seconds": 1},
+                      stage_settings={"keyframes": {"segments_from": str(training_run.parent / "work"),
+                                                    "frames": FRAMES},
+                                      "classify": {"model_dir": str(trained[0]), "classes": "title_sequence,commercial",
+                                                   "threshold": 0.5}})
+    run = orchestrate("submit", jobs, "--wait")
+    assert run.returncode == 0, run.stdout + run.stderr
+    ends = [r for r in journal_records(tmp_path / "work-classified") if r["kind"] == "file_end"]
+    assert len(ends) == 3 and all("segment" not in e["seconds"] for e in ends)
+    for end in ends:  # each recording: its 3 commercials filtered; its 2 titles and 2 credits kept
+        assert (end["facts"]["filtered"], end["facts"]["kept"]) == (3, 4), end
+
+
 # --- show boundaries after classify (the boundaries stage) ------------------------------------
 
 

@@ -72,3 +72,16 @@ def test_report_opens_in_a_browser_and_shows_its_plots(weird_tmp_path, cli, make
     for plot, colour in PLOT_COLOURS.items():
         near = sum(n for c, n in colours.items() if max(abs(a - b) for a, b in zip(c, colour)) <= 6)
         assert near > 150, f"the {plot} plot does not show in the screenshot ({near} pixels of {colour})"
+
+
+def test_timeline_links_survive_awkward_folder_names():
+    from urllib.parse import unquote, urlsplit
+
+    from orchestrator.run_report import _href
+    from tests.conftest import AWKWARD
+
+    for name in [AWKWARD, "100% news #1? yes-0123456789", "tab\there"]:
+        link = _href("../work dir/outputs", name)
+        parts = urlsplit(link)
+        assert not parts.query and not parts.fragment and " " not in link
+        assert unquote(parts.path) == f"../work dir/outputs/{name}/timeline.png"

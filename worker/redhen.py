@@ -12,7 +12,8 @@ Where the recording began, best source first:
 2. an archive-style file name, ``2006-01-02_0000_US_CNN_Show_Name.mp4`` (UTC date and HHMM);
 3. neither: data lines carry seconds from the recording's start, and the header says so.
 
-Pure Python (datetime, uuid): no third-party import.
+Pure Python (datetime, uuid): no third-party import.  Finding the caption file and reading its
+times is tvseg.captions' (shared with the classifier's weak labels); the header lines are read here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Sequence
 
-CAPTION_SUFFIXES = (".txt3", ".txt")
+from tvseg.captions import caption_file, parse_time
+
 FROM_CAPTION, FROM_NAME, RELATIVE = "caption", "filename", "relative"
 TIME_BASIS = {
     FROM_CAPTION: "UTC, from the caption file's TOP line",
@@ -32,7 +34,6 @@ TIME_BASIS = {
     RELATIVE: "seconds from the start of the recording (no caption file, file name not in the archive's form)",
 }
 _ARCHIVE_NAME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})_(\d{2})(\d{2})_")
-_TOP_TIME = re.compile(r"^(\d{14})(?:\.\d+)?$")
 _HEADER_KEY = re.compile(r"^[A-Z]{3}$")  # TOP, COL, UID, DUR, SRC, CMT, LAN, LBT, TTL, ...
 _FORBIDDEN = re.compile(r"[|\r\n]+")  # a field separator or a line break cannot go into a value
 
@@ -46,15 +47,6 @@ def archive_name_start(name: str) -> datetime | None:
         return datetime(*(int(g) for g in m.groups()), tzinfo=timezone.utc)
     except ValueError:  # 2006-13-02, 25 o'clock...
         return None
-
-
-def find_caption(source: Path) -> Path | None:
-    """The caption file beside a recording: ``<stem>.txt3``, else ``<stem>.txt``."""
-    for suffix in CAPTION_SUFFIXES:
-        candidate = source.with_suffix(suffix)
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 @dataclass(frozen=True)
@@ -101,18 +93,14 @@ class RecordingStart:
 
 def recording_start(source: Path) -> RecordingStart:
     """The best start time known for ``source`` (see the module's docstring)."""
-    caption = find_caption(source)
+    caption = caption_file(source)
     header = read_caption_header(caption) if caption else CaptionHeader(())
     note = ""
     top = header.get("TOP")
     if top is not None:
         stamp = top.split("|", 1)[0]
-        m = _TOP_TIME.match(stamp)
         try:
-            if not m:
-                raise ValueError
-            when = datetime.strptime(m.group(1), "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
-            return RecordingStart(when, FROM_CAPTION, caption, header)
+            return RecordingStart(parse_time(stamp).replace(tzinfo=timezone.utc), FROM_CAPTION, caption, header)
         except ValueError:
             note = f"{caption.name}: TOP time {stamp!r} is not YYYYmmddHHMMSS"
     when = archive_name_start(source.name)
