@@ -151,8 +151,8 @@ def submit_training(config: JobConfig, data_dir: Path, model_dir: Path, settings
     atomic_write_text(request, json.dumps({"data_dir": str(data_dir.resolve()), "model_dir": str(model_dir.resolve()),
                                            "settings": dataclasses.asdict(settings)}, indent=2))
     stat = request.stat()
-    plan = orchestration.SubmitPlan(known=0, new_files=1, new_bytes=stat.st_size,
-                                    shards=[[InputFile(str(request), stat.st_size, stat.st_mtime)]])
+    plan = orchestration.SubmitPlan(known=0, new=[InputFile(str(request), stat.st_size, stat.st_mtime)],
+                                    new_bytes=stat.st_size, n_shards=1, files_per_shard=1, bytes_per_shard=None)
     orchestration.submit(run, plan)
     return run
 

@@ -16,7 +16,7 @@ from typing import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator import orchestration, report
+from orchestrator import orchestration, planning, report
 from orchestrator.config import load_config
 from tvseg.config import parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExitCode, TvsegError, UsageError
@@ -61,8 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     p = command("models", "Fill (fetch) or check (verify) the segmenter's model folder, by sha256.",
                 ("action", {"choices": ["fetch", "verify"], "help": "fetch: fill the folder; verify: check it"}))
     p.add_argument("--dir", type=Path, help="the model folder (default: stage_settings.segment.model_dir of JOBS_YAML)")
+    p.add_argument("--worker-python", metavar="PYTHON",
+                   help="the worker environment's python, which converts the weights to ONNX with TensorFlow and "
+                        "tf2onnx (default: this command's python)")
 
     command("cancel", "Cancel the run's queued and running tasks; their unfinished files go back to pending.")
+
+    p = command("report", "Write one self-contained HTML report of the run (plots embedded) from the manifest.")
+    p.add_argument("--out", type=Path, metavar="PATH", help="where to write it (default: <workdir>/report.html)")
+
     _classifier_parser(sub)
     return parser
 
@@ -144,9 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _submit(config, args, out: Console) -> ExitCode:
     plan = orchestration.plan_submit(config)
     n_bytes = f"{plan.new_bytes / 1e9:.2f} GB"
-    out.print(f"{config.name}: {plan.new_files} new file(s), {n_bytes}, in {len(plan.shards)} new shard(s); "
+    out.print(f"{config.name}: {len(plan.new)} new file(s), {n_bytes}, in {plan.n_shards} new shard(s); "
               f"{plan.known} already in the manifest"
               + (f"; {len(plan.resubmit)} shard(s) left unsubmitted earlier" if plan.resubmit else ""))
+    _advice(plan.advice, args.dry_run, out)
     if args.dry_run:
         out.print("dry run: nothing written, nothing submitted")
         return ExitCode.OK
@@ -199,6 +207,7 @@ def _retry(config, args, out: Console) -> ExitCode:
             out.print(note, markup=False)
         if plan.mem or plan.time:
             out.print(f"this retry asks for mem={plan.mem or config.slurm.mem} time={plan.time or config.slurm.time}")
+        _advice(plan.advice, args.dry_run, out)
         if args.dry_run:
             for f in plan.files:
                 out.print(f"  {f.state.value:<11} attempts={f.attempts} {f.path}", markup=False)
@@ -212,6 +221,17 @@ def _retry(config, args, out: Console) -> ExitCode:
     finally:
         manifest.close()
     return _wait(config, out) if args.wait else ExitCode.OK
+
+
+def _advice(advice, dry_run: bool, out: Console) -> None:
+    """The plan from what was measured (dry runs), and its warnings (always)."""
+    if advice is None:
+        return
+    if dry_run:
+        for line in planning.describe(advice):
+            out.print(line, markup=False, soft_wrap=True)
+    for warning in advice.warnings:
+        _warn(warning)
 
 
 def _wait(config, out: Console) -> ExitCode:
@@ -263,8 +283,23 @@ def _cancel(config, args, out: Console) -> ExitCode:
     return ExitCode.OK
 
 
+def _report(config, args, out: Console) -> ExitCode:
+    from orchestrator.run_report import build_report  # noqa: PLC0415 - matplotlib only for this command
+
+    manifest = orchestration.open_manifest(config)
+    try:
+        for message in orchestration.reconcile(config, manifest):
+            _warn(message)
+        built = build_report(config, manifest, args.out or config.workdir / "report.html")
+    finally:
+        manifest.close()
+    out.print(f"report: {built.path} ({built.files} file(s), {built.timelines} timeline(s), "
+              f"{built.bytes / 1e6:.1f} MB, {built.seconds:.1f} s)", markup=False, soft_wrap=True)
+    return ExitCode.OK
+
+
 def _models(config, args, out: Console) -> ExitCode:
-    from worker.models import fetch_models, verify_model_dir  # noqa: PLC0415 - pip and hashlib only
+    from worker.models import ONNX_MANIFEST, fetch_models, verify_model_dir, verify_onnx  # noqa: PLC0415 - pip, hashlib
 
     folder = args.dir
     if folder is None:
@@ -273,8 +308,11 @@ def _models(config, args, out: Console) -> ExitCode:
             raise UsageError(f"{config.source}: worker.stages has no 'segment' stage, so no model_dir; use --dir")
         folder = Path(segment.model_dir)
     if args.action == "fetch":
-        fetch_models(folder)
-    for name, digest in verify_model_dir(folder).items():
+        fetch_models(folder, args.worker_python)
+    digests = verify_model_dir(folder)
+    if args.action == "fetch" or (folder / ONNX_MANIFEST).exists():
+        digests.update(verify_onnx(folder))  # the ONNX backend's files, converted by fetch
+    for name, digest in digests.items():
         out.print(f"{digest}  {folder / name}", markup=False, soft_wrap=True)
     out.print(f"model folder {folder}: every file matches its sha256", markup=False, soft_wrap=True)
     return ExitCode.OK
@@ -346,7 +384,8 @@ def _wait_training(run, model_dir: Path, out: Console) -> None:
         manifest.close()
 
 
-_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry, "models": _models, "cancel": _cancel}
+_COMMANDS = {"submit": _submit, "status": _status, "retry": _retry, "models": _models, "cancel": _cancel,
+             "report": _report}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import yaml
 
 from tvseg.config import (
     EXECUTORS,
+    RUNTIMES,
+    ContainerConfig,
     JobConfig,
     ShardingConfig,
     SlurmConfig,
@@ -25,6 +27,7 @@ from tvseg.config import (
     parse_slurm_time,
 )
 from tvseg.errors import ConfigError
+from tvseg.remote import SshConfig, split_remote
 from worker.stages import stage_class, stage_names
 
 class _Reader:
@@ -175,18 +178,55 @@ _SLURM_KEYS = {
     "signal-delay": ("a positive number of seconds", _positive),
 }
 _SLURM_TIME_KEYS = ("time", "max-time")
+def _one_line(v: Any) -> str:
+    v = _str(v)
+    if "\n" in v or "\r" in v:
+        raise ValueError("one line, without line breaks")
+    return v
+
+
+def _port(v: Any) -> int:
+    v = _positive(v)
+    if v > 65535:
+        raise ValueError("must be at most 65535")
+    return v
+
+
+def _bind_path(v: Any) -> str:
+    v = _one_line(v)
+    if "," in v:
+        raise ValueError("a bind cannot hold ',' (Apptainer separates binds with it)")
+    return v
+
+
 _WORKER_KEYS = {
     "queue_depth": ("a positive integer", _positive),
     "scratch_dir": ("a path", _str),
     "scratch_budget": ("a size like 50G", _size),
     "max_attempts": ("a positive integer", _positive),
     "heartbeat_seconds": ("a positive number", _number),
+    "python": ("the path of the worker's python", _one_line),
+}
+_SSH_KEYS = {
+    "user": ("a user name", _one_line),
+    "port": ("a port number", _port),
+    "identity_file": ("a path", _one_line),
+    "connect_timeout": ("a positive number of seconds", _positive),
+    "retries": ("a non-negative integer", _nonneg),
+    "retry_delay": ("a positive number of seconds", _number),
+}
+_CONTAINER_KEYS = {
+    "image": ("the path of a .sif image", _one_line),
+    "runtime": (f"one of {', '.join(RUNTIMES)}", _str),
+    "gpu": ("true or false", _bool),
+    "python": ("the path of python inside the image", _one_line),
 }
 _SHARDING_KEYS = {
     "files_per_shard": ("a positive integer", _positive),
     "bytes_per_shard": ("a size like 100G", _size),
 }
-_TOP_KEYS = ["name", "workdir", "inputs", "inputs_from", "executor", "sharding", "slurm", "worker", "stage_settings"]
+_TOP_KEYS = ["name", "workdir", "inputs", "inputs_from", "executor", "sharding", "slurm", "worker", "stage_settings",
+             "ssh", "container"]
 
 
 def load_config(path: str | os.PathLike[str]) -> JobConfig:
@@ -223,6 +263,11 @@ def load_config(path: str | os.PathLike[str]) -> JobConfig:
         inputs = r.strings(top["inputs"][1], "inputs")
         if not inputs:
             raise r.fail(top["inputs"][1], "inputs", "empty list; give at least one glob pattern")
+        for i, pattern in enumerate(inputs):
+            if split_remote(pattern) and ("\n" in pattern or "\r" in pattern):
+                node = top["inputs"][1]
+                raise r.fail(node.value[i] if isinstance(node, yaml.SequenceNode) else node, f"inputs[{i}]",
+                             "a remote pattern cannot hold a line break")
     inputs_from = None
     if "inputs_from" in top:
         inputs_from = r.base / r.typed(top["inputs_from"][1], "inputs_from", "a path", _str)
@@ -244,10 +289,12 @@ def load_config(path: str | os.PathLike[str]) -> JobConfig:
     slurm = SlurmConfig()
     if "slurm" in top:
         node = top["slurm"][1]
-        valid = [*_SLURM_KEYS, "extra-sbatch"]
-        values = _section(r, node, "slurm", _SLURM_KEYS, extra=["extra-sbatch"])
+        valid = [*_SLURM_KEYS, "extra-sbatch", "setup"]
+        values = _section(r, node, "slurm", _SLURM_KEYS, extra=["extra-sbatch", "setup"])
         extra: dict[str, str] = {}
         entries = r.mapping(node, "slurm", valid)
+        if "setup" in entries:
+            values["setup"] = _lines(r, entries["setup"][1], "slurm.setup", _one_line)
         if "extra-sbatch" in entries:
             enode = entries["extra-sbatch"][1]
             if not isinstance(enode, yaml.MappingNode):
@@ -261,6 +308,11 @@ def load_config(path: str | os.PathLike[str]) -> JobConfig:
         _check_slurm(r, slurm, entries)
 
     worker = _worker(r, top)
+    ssh = _ssh(r, top["ssh"][1]) if "ssh" in top else SshConfig()
+    container = _container(r, top["container"][1]) if "container" in top else None
+    if container is not None and worker.python is not None:
+        raise r.fail(top["container"][1], "container", "give worker.python or container, not both (the "
+                     "container's python is container.python)")
     return JobConfig(
         name=name,
         workdir=workdir,
@@ -271,7 +323,52 @@ def load_config(path: str | os.PathLike[str]) -> JobConfig:
         sharding=sharding,
         slurm=slurm,
         worker=worker,
+        ssh=ssh,
+        container=container,
     )
+
+
+def _lines(r: _Reader, node: yaml.Node, key: str, convert: Callable[[Any], Any]) -> tuple:
+    if not isinstance(node, yaml.SequenceNode):
+        raise r.fail(node, key, "expected a list")
+    return tuple(r.typed(item, f"{key}[{i}]", "a string of one line", convert) for i, item in enumerate(node.value))
+
+
+def _ssh(r: _Reader, node: yaml.Node) -> SshConfig:
+    extra = ["options", "rsync_options"]
+    values = _section(r, node, "ssh", _SSH_KEYS, extra=extra)
+    entries = r.mapping(node, "ssh", [*_SSH_KEYS, *extra])
+    for key in extra:
+        if key in entries:
+            values[key] = _lines(r, entries[key][1], f"ssh.{key}", _one_line)
+    for i, option in enumerate(values.get("options", ())):
+        if "=" not in option and " " not in option.strip():
+            raise r.fail(entries["options"][1].value[i], f"ssh.options[{i}]",
+                         f"{option!r} is not an ssh option (write Key=value, as for ssh -o)")
+    if values.get("identity_file") is not None:
+        path = r.base / os.path.expanduser(values["identity_file"])
+        if not path.is_file():
+            raise r.fail(entries["identity_file"][1], "ssh.identity_file", f"no such file: {path}")
+        values["identity_file"] = str(path)
+    return SshConfig(**{k: v for k, v in values.items() if v is not None})
+
+
+def _container(r: _Reader, node: yaml.Node) -> ContainerConfig:
+    extra = ["binds", "options"]
+    values = _section(r, node, "container", _CONTAINER_KEYS, extra=extra)
+    entries = r.mapping(node, "container", [*_CONTAINER_KEYS, *extra])
+    if values.get("image") is None:
+        raise r.fail(node, "container.image", "required key missing (the .sif the worker runs in)")
+    values["image"] = str(r.base / os.path.expanduser(values["image"]))
+    runtime = values.get("runtime")
+    if runtime is not None and runtime not in RUNTIMES:
+        raise r.fail(entries["runtime"][1], "container.runtime",
+                     f"{runtime!r} is not one of {', '.join(RUNTIMES)} (leave it out: the node's own is found)")
+    if "binds" in entries:
+        values["binds"] = _lines(r, entries["binds"][1], "container.binds", _bind_path)
+    if "options" in entries:
+        values["options"] = _lines(r, entries["options"][1], "container.options", _one_line)
+    return ContainerConfig(**{k: v for k, v in values.items() if v is not None})
 
 
 def _check_slurm(r: _Reader, slurm: SlurmConfig, entries: dict[str, tuple[yaml.Node, yaml.Node]]) -> None:
@@ -331,6 +428,8 @@ def _worker(r: _Reader, top: dict) -> WorkerConfig:
         name: _stage_settings(r, stage_class(name).Settings, name, settings_nodes.get(name, (None, None))[1])
         for name in stages
     }
+    if values.get("python") is not None:
+        values["python"] = str(r.base / os.path.expanduser(values["python"]))
     return WorkerConfig(**values, stages=stages, stage_settings=stage_settings)
 
 

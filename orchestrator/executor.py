@@ -38,10 +38,15 @@ class Executor(Protocol):
         """What a submission asks for, recorded with it."""
 
 
+def executor_kind(config: JobConfig) -> str:
+    """'local' or 'slurm': what ``executor: auto`` resolves to here (SLURM when sbatch is on PATH)."""
+    if config.executor == "auto":
+        return "slurm" if shutil.which("sbatch") else "local"
+    return config.executor
+
+
 def make_executor(config: JobConfig) -> Executor:
-    kind = config.executor
-    if kind == "auto":
-        kind = "slurm" if shutil.which("sbatch") else "local"
+    kind = executor_kind(config)
     if kind == "local":
         return LocalExecutor(config)
     return SlurmExecutor(config)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
 from typing import Any, Sequence
 
+from orchestrator.environment import interpreter, local_runtime, local_scratch, shell_join
 from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig
 from tvseg.errors import ExecutorError
@@ -33,7 +35,10 @@ class LocalExecutor:
         import submitit  # noqa: PLC0415 - keep `status` free of this import
         from worker.main import run_shard  # noqa: PLC0415
 
-        executor = submitit.LocalExecutor(folder=self.folder)
+        config = self.config
+        runtime = local_runtime(config) if config.container is not None else None
+        python = interpreter(config, sys.executable, runtime=runtime, scratch=local_scratch(config))
+        executor = submitit.LocalExecutor(folder=self.folder, python=shell_join(python))
         executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, signal_delay_s=30)
         try:
             jobs = executor.map_array(run_shard, list(tasks))

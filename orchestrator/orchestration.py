@@ -7,33 +7,58 @@ Executor; the CLI only parses arguments and prints what these return.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
-from orchestrator.executor import Executor, make_executor
+import tvseg
+from orchestrator.environment import check_environment
+from orchestrator.executor import Executor, executor_kind, make_executor
 from orchestrator.inputs import scan_inputs
-from orchestrator.manifest import FileRow, InputFile, Manifest
-from orchestrator.sharding import plan_shards
+from orchestrator.manifest import FileRow, InputFile, JournalMark, Manifest
+from orchestrator.planning import Advice, advise, measure
+from orchestrator.sharding import plan_shards, shard_count
 from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig, format_slurm_mem, format_slurm_time, parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExecutorError
-from tvseg.journal import RECORD_KINDS, journal_key, journals, read_heartbeat, read_records, shard_dir, shard_dirs
+from tvseg.journal import (
+    RECORD_KINDS,
+    is_closed,
+    journal_key,
+    journals,
+    last_task_end,
+    read_heartbeat,
+    read_records,
+    shard_dir,
+    shard_dirs,
+)
 from tvseg.states import FileState, ShardState
 from tvseg.task import ShardTask, TaskFile
 
 CANCEL_PATIENCE_S = 180.0  # how long `cancel` waits for cancelled tasks to stop
-FOLD_BATCH = 500  # journals folded per transaction
+FOLD_RECORDS = 50_000  # journal records folded per transaction (at least one journal): bounded memory
+# A folder's mtime is trusted to show a new journal only once it is this old: a journal made
+# within the same timestamp tick as the folder's last change would not move it.
+CLOSED_DIR_SETTLE_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
 class SubmitPlan:
     known: int  # inputs already in the manifest (not submitted again)
-    new_files: int
+    new: list[InputFile]  # in path order
     new_bytes: int
-    shards: list[list[InputFile]]
+    n_shards: int  # how many shards the new files make (the shards are packed only to submit)
+    files_per_shard: int | None
+    bytes_per_shard: int | None
     resubmit: list[int] = field(default_factory=list)  # shards an earlier submit left unsubmitted
+    advice: Advice | None = None  # from what finished files measured, when any did
+
+    @cached_property
+    def shards(self) -> list[list[InputFile]]:
+        return plan_shards(self.new, lambda f: f.size, lambda f: f.path, self.files_per_shard, self.bytes_per_shard)
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,7 @@ class RetryPlan:
     mem: str | None = None  # SLURM resources for the retry when not those of jobs.yaml
     time: str | None = None
     notes: list[str] = field(default_factory=list)  # why they changed, or could not
+    advice: Advice | None = None  # from what finished files measured, when any did
 
 
 @dataclass(frozen=True)
@@ -61,22 +87,34 @@ def open_manifest(config: JobConfig, create: bool = False) -> Manifest:
 
 
 def plan_submit(config: JobConfig) -> SubmitPlan:
-    """Scan the inputs and shard what the manifest does not know yet.  Writes nothing."""
+    """Check the worker's environment, scan the inputs and count the shards of what the
+    manifest does not know yet (packed only to submit, or to plan from measured rates).
+    Writes nothing."""
+    check_environment(config)
     inputs = scan_inputs(config)
     known: set[str] = set()
     resubmit: list[int] = []
-    if config.manifest_path.exists():
-        manifest = open_manifest(config)
-        try:
+    advice = None
+    sharding = config.sharding
+    manifest = open_manifest(config) if config.manifest_path.exists() else None
+    try:
+        if manifest is not None:
             known = manifest.known_paths()
             resubmit = manifest.created_shards()
-        finally:
+        new = [f for f in inputs if f.path not in known] if known else inputs
+        new_bytes = sum(f.size for f in new)
+        plan = SubmitPlan(known=len(inputs) - len(new), new=new, new_bytes=new_bytes,
+                          n_shards=shard_count(len(new), new_bytes, sharding.files_per_shard, sharding.bytes_per_shard),
+                          files_per_shard=sharding.files_per_shard, bytes_per_shard=sharding.bytes_per_shard,
+                          resubmit=resubmit)
+        measured = measure(manifest) if manifest is not None and (new or resubmit) else None
+        if measured is not None:
+            sizes = [[f.size for f in shard] for shard in plan.shards] + manifest.shard_sizes(resubmit)
+            advice = advise(config, measured, sizes, slurm=executor_kind(config) == "slurm")
+    finally:
+        if manifest is not None:
             manifest.close()
-    new = [f for f in inputs if f.path not in known]
-    shards = plan_shards(new, lambda f: f.size, lambda f: f.path,
-                         config.sharding.files_per_shard, config.sharding.bytes_per_shard)
-    return SubmitPlan(known=len(inputs) - len(new), new_files=len(new), new_bytes=sum(f.size for f in new),
-                      shards=shards, resubmit=resubmit)
+    return replace(plan, advice=advice) if advice is not None else plan
 
 
 def submit(config: JobConfig, plan: SubmitPlan, executor: Executor | None = None) -> Submitted:
@@ -100,6 +138,8 @@ def _submit_shards(config: JobConfig, manifest: Manifest, executor: Executor, sh
             workdir=str(config.workdir),
             files=tuple(TaskFile(f.id, f.path, f.size, f.output_name) for f in manifest.shard_files(shard_id)),
             worker=config.worker,
+            ssh=config.ssh,
+            tvseg_version=tvseg.__version__,
         )
         for shard_id in shard_ids
     ]
@@ -154,21 +194,38 @@ def fold_journals(workdir: Path, manifest: Manifest, on_warning: Callable[[str],
     """Apply every journal's records past the stored offset; returns records applied.
 
     Records of a kind this version does not know (a newer worker's) are skipped,
-    with one warning per journal that holds some.
+    with one warning per journal that holds some.  A closed journal is not read again;
+    a folder whose newest journal is closed, and every older one ended, is not listed
+    again while its mtime stays what it was then (a new attempt's journal moves it).
     """
     directories = shard_dirs(workdir)
     if not directories:
         return 0
-    offsets = manifest.journal_offsets()
-    batch: list[tuple[int, str, list[dict], int]] = []
+    marks = manifest.journal_marks()
+    unchanged_at = _closed_dir_mtimes(marks)
+    settled_before = time.time_ns() - CLOSED_DIR_SETTLE_NS
+    batch: list[tuple[int, str, list[dict], int, str | None]] = []
+    closed_dirs: dict[str, int] = {}
+    in_batch = 0
     applied = 0
-    for shard_id, directory in directories:
+    for shard_id, folder in directories:
+        try:
+            dir_mtime = os.stat(folder).st_mtime_ns  # before listing: a journal made later moves it
+        except FileNotFoundError:
+            continue
+        if unchanged_at.get(os.path.basename(folder)) == dir_mtime:
+            continue
+        directory = Path(folder)
+        ends: dict[str, str | None] = {}  # journal -> reason of its last task_end, oldest journal first
         for path in journals(directory):
             key = journal_key(path)
-            offset = offsets.get(key, 0)
-            if path.stat().st_size <= offset:
+            mark = marks.get(key)
+            offset = mark.offset if mark else 0
+            ends[key] = mark.task_end if mark else None
+            if is_closed(ends[key]) or path.stat().st_size <= offset:
                 continue
             records, new_offset = read_records(path, offset)
+            ends[key] = last_task_end(records) or ends[key]
             known = [r for r in records if isinstance(r, dict) and r.get("kind") in RECORD_KINDS]
             if len(known) < len(records):
                 kinds = sorted({repr(r.get("kind")) if isinstance(r, dict) else "no kind" for r in records}
@@ -177,14 +234,30 @@ def fold_journals(workdir: Path, manifest: Manifest, on_warning: Callable[[str],
                            f"{', '.join(kinds)} (written by a newer worker?)")
                 records = known
             if new_offset != offset:
-                batch.append((shard_id, key, records, new_offset))
+                batch.append((shard_id, key, records, new_offset, last_task_end(records)))
                 applied += len(records)
-            if len(batch) >= FOLD_BATCH:  # a few large transactions (one fsync each), bounded memory
+                in_batch += len(records)
+            if in_batch >= FOLD_RECORDS:  # a few large transactions (one fsync each), bounded memory
                 manifest.apply_journals(batch)
-                batch = []
+                batch, in_batch = [], 0
+        reasons = list(ends.values())
+        if reasons and is_closed(reasons[-1]) and None not in reasons and dir_mtime < settled_before:
+            closed_dirs.update(dict.fromkeys(ends, dir_mtime))
     if batch:
         manifest.apply_journals(batch)
+    if closed_dirs:
+        manifest.note_closed_dirs(closed_dirs)
     return applied
+
+
+def _closed_dir_mtimes(marks: dict[str, JournalMark]) -> dict[str, int]:
+    """Journal folder name -> the mtime it had when it was seen closed (folders whose known
+    journals are all noted with the same mtime)."""
+    found: dict[str, int | None] = {}
+    for key, mark in marks.items():
+        folder = key.split("/", 1)[0]
+        found[folder] = mark.dir_mtime_ns if found.get(folder, mark.dir_mtime_ns) == mark.dir_mtime_ns else None
+    return {folder: mtime for folder, mtime in found.items() if mtime is not None}
 
 
 # --- retry -------------------------------------------------------------------------------
@@ -195,6 +268,7 @@ def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool,
     """What retry would do.  ``mem``/``time_limit`` (SLURM values) override what jobs.yaml and
     the tasks' ends call for: after OUT_OF_MEMORY or TIMEOUT, the memory or time of that
     task times slurm.grow-factor, up to slurm.max-mem / slurm.max-time."""
+    check_environment(config)
     files, exhausted = manifest.retry_candidates(config.worker.max_attempts, include_quarantined)
     shards = plan_shards(files, lambda f: f.size, lambda f: f.path,
                          config.sharding.files_per_shard, config.sharding.bytes_per_shard)
@@ -203,8 +277,15 @@ def plan_retry(config: JobConfig, manifest: Manifest, include_quarantined: bool,
         grown_mem, grown_time, notes = _grow(config, manifest.retry_causes())
         mem = mem if mem is not None else grown_mem
         time_limit = time_limit if time_limit is not None else grown_time
-    return RetryPlan(files=files, exhausted=exhausted, shards=shards, resubmit=manifest.created_shards(),
-                     mem=mem, time=time_limit, notes=notes)
+    resubmit = manifest.created_shards()
+    advice = None
+    measured = measure(manifest) if shards or resubmit else None
+    if measured is not None:
+        sizes = [[f.size for f in shard] for shard in shards] + manifest.shard_sizes(resubmit)
+        advice = advise(config, measured, sizes, slurm=executor_kind(config) == "slurm", time_limit=time_limit,
+                        mem=mem)
+    return RetryPlan(files=files, exhausted=exhausted, shards=shards, resubmit=resubmit,
+                     mem=mem, time=time_limit, notes=notes, advice=advice)
 
 
 def _grow(config: JobConfig, causes: list[tuple[str, dict]]) -> tuple[str | None, str | None, list[str]]:

@@ -36,9 +36,18 @@ def snapshot(manifest: Manifest, now: float | None = None) -> dict[str, Any]:
                        "seconds": round(seconds)},
         # Only while a worker runs: a rate of work that has stopped says nothing about the rest.
         "eta_seconds": round(remaining / files_per_hour * 3600) if running and files_per_hour and remaining else None,
+        # Per task, over the files finished in the window: how fast inputs reach scratch and how
+        # fast the stages get through them.  Staging below compute: the stages wait for inputs.
+        "staging": _rate(flow["staged_files"], flow["staged_bytes"], flow["staging_seconds"]),
+        "compute": _rate(flow["computed_files"], flow["computed_bytes"], flow["compute_seconds"]),
         "errors": [{"reason": reason, "files": n} for reason, n in manifest.top_errors(ERROR_ROWS)],
         "shard_progress": manifest.shard_progress(SHARD_ROWS),
     }
+
+
+def _rate(n_files: int, n_bytes: int, seconds: float) -> dict[str, Any]:
+    return {"files": n_files, "bytes": n_bytes, "seconds": round(seconds, 3),
+            "bytes_per_s": round(n_bytes / seconds, 1) if seconds > 0 else None}
 
 
 def measured_seconds(flow: dict[str, Any], now: float, working: bool) -> float:
@@ -74,6 +83,7 @@ def render(snap: dict[str, Any], title: str) -> Group:
     speed = Table.grid(padding=(0, 2))
     speed.add_row("throughput", f"{flow['files_per_hour']:.1f} files/h", f"{flow['media_hours_per_hour']:.2f} media h/h",
                   f"over {_duration(flow['seconds'])} of work" if flow["seconds"] else "nothing finished in the last hour")
+    speed.add_row("staging", _per_s(snap["staging"], "transfer"), "compute", _per_s(snap["compute"], "file"))
     speed.add_row("ETA", _duration(eta) if eta is not None else "-",
                   "shards: " + ", ".join(f"{n} {s}" for s, n in snap["shards"].items() if n))
 
@@ -94,6 +104,15 @@ def render(snap: dict[str, Any], title: str) -> Group:
             errors.add_row(str(item["files"]), item["reason"])
         parts.append(errors)
     return Group(*parts)
+
+
+def _per_s(rate: dict[str, Any], what: str) -> str:
+    speed = rate["bytes_per_s"]
+    if speed is None:
+        return "-"
+    unit, scale = next((u, s) for u, s in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0)) if speed >= s or s == 1)
+    count = f"{rate['files']} {what}{'s' if rate['files'] != 1 else ''}"
+    return f"{speed / scale:.{0 if scale == 1 else 1}f} {unit}/s per task ({count})"
 
 
 def _duration(seconds: float) -> str:

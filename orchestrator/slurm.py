@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import sys
 import uuid
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
+from orchestrator.environment import DETECT_RUNTIME, RUNTIME_WORD, Word, interpreter, shell_join
 from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig, SlurmConfig, format_slurm_mem, parse_size
 from tvseg.errors import ExecutorError
@@ -77,9 +77,11 @@ def array_chunks(n_tasks: int, max_array_size: int) -> list[range]:
     return [range(start, min(start + max_array_size, n_tasks)) for start in range(0, n_tasks, max_array_size)]
 
 
-def sbatch_script(spec: ArraySpec, slurm: SlurmConfig, python: str) -> str:
+def sbatch_script(spec: ArraySpec, slurm: SlurmConfig, python: Sequence[Word]) -> str:
     """The sbatch script of one array.  Values were validated by the config loader (no line
-    breaks, not both kinds of quote); sbatch itself strips the quotes put around a value."""
+    breaks, not both kinds of quote); sbatch itself strips the quotes put around a value.
+    ``python``: the words that start the worker's Python (orchestrator/environment.py); its
+    last line execs them, after the ``slurm.setup`` lines."""
     throttle = f"%{min(slurm.array_parallelism, spec.size)}" if slurm.array_parallelism else ""
     options: list[tuple[str, Any]] = [
         ("job-name", spec.name),
@@ -106,7 +108,9 @@ def sbatch_script(spec: ArraySpec, slurm: SlurmConfig, python: str) -> str:
         "# Task i loads submitit/<array id>_<i>_submitted.pkl and runs that shard.",
         *(_directive(option, value) for option, value in options),
         "export SUBMITIT_EXECUTOR=slurm",
-        f"exec {shlex.quote(python)} -u -m submitit.core._submit {SUBMITIT_DIR}",
+        *slurm.setup,
+        *(DETECT_RUNTIME if RUNTIME_WORD in python else []),
+        "exec " + shell_join([*python, "-u", "-m", "submitit.core._submit", SUBMITIT_DIR]),
         "",
     ]
     return "\n".join(lines)
@@ -265,7 +269,7 @@ class SlurmExecutor:
                 after = arrays[-1] if arrays and self.config.slurm.array_parallelism else None
                 script = logs / f"{name}.sbatch"
                 atomic_write_text(script, sbatch_script(ArraySpec(name, len(chunk), after), self.config.slurm,
-                                                        self.python))
+                                                        interpreter(self.config, self.python)))
                 pickles = []
                 for i in chunk:  # pickled before sbatch: a task may start at once (submitit waits for its file)
                     pickles.append(folder / f".{uuid.uuid4().hex}.pkl")

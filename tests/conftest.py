@@ -86,6 +86,7 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
 # --- the segmenter's model files and a programme with known truth (stage and SLURM tests) ---
 
 PROGRAM = [("speech", 15), ("music", 15), ("speech", 15), ("noise", 7.5), ("silence", 7.5)]
+QUIET_PROGRAM = [("speech", 10), ("quiet", 6), ("music", 12), ("quiet", 4), ("speech", 8)]
 
 
 @pytest.fixture(scope="session")
@@ -122,3 +123,29 @@ def program(media_dir) -> tuple[Path, list[tuple[str, float, float]]]:
     and non-ASCII characters; and its truth."""
     path = media_dir / "émission: l'été \"1\".mp4"
     return path, make_program(path, PROGRAM)
+
+
+# --- a real sshd on 127.0.0.1 (remote inputs) ------------------------------------------
+
+
+@pytest.fixture
+def sshd(tmp_path_factory):
+    """A started tests.sshd.Sshd of its own (tests stop and restart it); stopped afterwards.
+    Skipped where it cannot run (not root, no openssh-server), failed instead in CI."""
+    from tests.sshd import start_or_fail  # noqa: PLC0415
+
+    server = start_or_fail(tmp_path_factory.mktemp("sshd"))
+    if isinstance(server, str):
+        pytest.skip(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def quiet_program(media_dir) -> tuple[Path, list[tuple[str, float, float]]]:
+    """A 40 s audio-only file whose silences are low-level noise, as a broadcast's (not digital
+    silence); and its truth."""
+    path = media_dir / "quiet programme.m4a"
+    return path, make_program(path, QUIET_PROGRAM, video=False)

@@ -256,3 +256,66 @@ def test_the_readme_flow_classifies_finished_segment_outputs(training_run, train
     assert len(ends) == 3 and all("segment" not in e["seconds"] for e in ends)
     for end in ends:  # each recording: its 3 commercials filtered; its 2 titles and 2 credits kept
         assert (end["facts"]["filtered"], end["facts"]["kept"]) == (3, 4), end
+
+
+# --- show boundaries after classify (the boundaries stage) ------------------------------------
+
+
+@pytest.mark.slow
+def test_show_boundaries_after_classify(trained, model_dir, tmp_path_factory):
+    """The whole chain on a new captioned broadcast with three shows: at least 90 % of the true
+    starts and ends found within 2 s and 90 % of those reported true; no commercial reported."""
+    from datetime import timedelta, timezone
+    from urllib.parse import quote
+
+    from tests.redhen_reader import read_seg, utc
+    from tests.show_truth import PLAN, SETTINGS, TOLERANCE_S, score, truth_boundaries
+    from worker.stages import FileContext, StageResult
+    from worker.stages.boundaries import BoundariesStage, Settings
+
+    folder = tmp_path_factory.mktemp("boundaries run")
+    (folder / "media").mkdir()
+    b = make_broadcast(folder / "media" / "2006-01-02_0000_US_KTTV_Evening News.mp4", PLAN, show_name="Evening News",
+                       variant=3)
+    truth = truth_boundaries(b)
+    jobs = run_pipeline(folder, model_dir, ["probe", "segment", "keyframes", "classify", "boundaries"],
+                        {"classify": {"model_dir": str(trained[0])}, "boundaries": SETTINGS})
+    out = folder / "work" / "outputs" / output_name(str(b.path))
+    doc = json.loads((out / "boundaries.json").read_text())
+    assert doc["from_classify"] and doc["basis"].startswith("classify")
+    found = [(x["type"], x["time"]) for x in doc["boundaries"]]
+    recall, precision = score(found, truth)
+    assert recall >= 0.9 and precision >= 0.9, (found, truth)
+    for s, e in b.commercials:
+        assert not any(s - TOLERANCE_S < t < e + TOLERANCE_S for _, t in found), ((s, e), found)
+    starts = [x for x in doc["boundaries"] if x["type"] == "start"]
+    assert all(x["evidence"]["title_sequence"]["keyframe"]["score"] >= 0.5 for x in starts)
+
+    # The .seg file: the caption file's header, UTC times from its TOP line, classes of the music.
+    seg = read_seg((out / f"{b.path.stem}.seg").read_text())
+    assert seg.head("TOP") == f"20060102000000|{b.path.stem}"
+    t0 = b.start.replace(tzinfo=timezone.utc)
+    shows = [(r.fields["Type"], utc(r.start)) for r in seg.rows if r.fields["Type"].startswith("Show")]
+    assert shows == [("Show start" if k == "start" else "Show end", t0 + timedelta(milliseconds=round(t * 1000)))
+                     for k, t in found]
+    music = [r for r in seg.rows if r.fields["Type"] == "Music"]
+    assert {r.fields["Kept"] for r in music} == {"yes", "no"}
+    assert (out / "timeline.png").stat().st_size > 10_000
+
+    report = orchestrate("report", jobs)
+    assert report.returncode == 0, report.stderr
+    page = (folder / "work" / "report.html").read_text(encoding="utf-8")
+    assert f'href="{quote(f"outputs/{out.name}/timeline.png")}"' in page
+
+    # Shows as short as 30 s allowed, on the same outputs: from music alone (as without classify)
+    # every boundary is still found but the commercials' jingles become shows; after classify, not.
+    loose = Settings(**{**SETTINGS, "min_show_s": 30}, timeline=False)
+    for with_classify in (False, True):
+        results = {"segment": StageResult((), {"duration_s": b.duration})}
+        if with_classify:
+            results["classify"] = StageResult((), {})
+        BoundariesStage(loose).process(FileContext(1, str(b.path), b.path, out, results))
+        doc = json.loads((out / "boundaries.json").read_text())
+        assert doc["from_classify"] == with_classify
+        recall, precision = score([(x["type"], x["time"]) for x in doc["boundaries"]], truth)
+        assert recall >= 0.9 and (precision >= 0.9) == with_classify, (with_classify, doc["boundaries"])

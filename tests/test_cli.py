@@ -8,7 +8,7 @@ import sys
 from tests.helpers import write_jobs
 
 
-def test_orchestrator_never_imports_tensorflow(tmp_path, make_clips):
+def test_orchestrator_never_imports_tensorflow(tmp_path, make_clips, model_dir):
     make_clips(tmp_path / "media", 3)
     jobs = write_jobs(tmp_path)
     code = (
@@ -17,7 +17,9 @@ def test_orchestrator_never_imports_tensorflow(tmp_path, make_clips):
         f"assert main(['submit', {str(jobs)!r}, '--wait']) == 0\n"
         f"assert main(['status', {str(jobs)!r}]) == 0\n"
         f"assert main(['retry', {str(jobs)!r}, '--dry-run']) == 0\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'inaSpeechSegmenter'))\n"
+        f"assert main(['models', 'fetch', '--dir', {str(model_dir)!r}]) == 0\n"  # converted: verified only
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "               ('tensorflow', 'keras', 'inaSpeechSegmenter', 'onnxruntime', 'onnx', 'tf2onnx', 'numpy'))\n"
         "print(heavy)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -22,13 +22,13 @@ def _bad(tmp_path: Path, cli, text: str) -> tuple[str, Path]:
 def test_unknown_key_names_file_line_and_valid_keys(tmp_path, cli):
     err, jobs = _bad(tmp_path, cli, "name: t\nworkdir: work\ninputs: ['*.mp4']\nworker:\n  queue_depht: 4\n")
     assert err == (f"error: {jobs}:5: worker.queue_depht: unknown key; valid keys: queue_depth, scratch_dir, "
-                   "scratch_budget, max_attempts, heartbeat_seconds, stages")
+                   "scratch_budget, max_attempts, heartbeat_seconds, python, stages")
 
 
 def test_unknown_top_level_key(tmp_path, cli):
     err, jobs = _bad(tmp_path, cli, "name: t\nworkdir: work\ninputz: ['*.mp4']\n")
     assert err == (f"error: {jobs}:3: inputz: unknown key; valid keys: name, workdir, inputs, inputs_from, "
-                   "executor, sharding, slurm, worker, stage_settings")
+                   "executor, sharding, slurm, worker, stage_settings, ssh, container")
 
 
 def test_wrong_type(tmp_path, cli):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from orchestrator.sharding import plan_shards
+from orchestrator.sharding import plan_shards, shard_count
 
 
 GB = 10**9
@@ -79,3 +79,13 @@ def test_count_cap_beats_byte_balance():
 
 def test_nothing_to_shard():
     assert _plan([], files=10) == []
+
+
+def test_shard_count_is_the_plans_length():
+    """What a dry run reports without packing: the number of shards the packing makes."""
+    rng = random.Random(7)
+    for _ in range(200):
+        sizes = [rng.choice([0, 1, rng.randint(1, 5 * GB)]) for _ in range(rng.randint(1, 120))]
+        files, bytes_ = rng.choice([None, 1, 4, 50]), rng.choice([None, 1, GB, 10 * GB])
+        assert len(_plan(sizes, files, bytes_)) == shard_count(len(sizes), sum(sizes), files, bytes_)
+    assert shard_count(0, 0, 5, None) == 0

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from tvseg.remote import SshConfig
+
 EXECUTORS = ("auto", "local", "slurm")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)i?B?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
@@ -97,6 +99,7 @@ class SlurmConfig:
     max_time: str | None = None
     grow_factor: float = 2.0
     signal_delay: int = 300  # seconds before the time limit that SLURM sends USR2 (stop and requeue)
+    setup: tuple[str, ...] = ()  # shell lines the sbatch script runs before the worker (module load ...)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,23 @@ class WorkerConfig:
     max_attempts: int = 3
     heartbeat_seconds: float = 10.0
     stage_settings: Mapping[str, Any] = field(default_factory=dict)  # name -> Settings
+    python: str | None = None  # the worker's interpreter (a venv's bin/python); None: the orchestrator's
+
+
+RUNTIMES = ("apptainer", "singularity")
+CONTAINER_PYTHON = "/opt/tvseg/venv/bin/python"  # where containers/tvseg.def installs tvseg
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """jobs.yaml ``container:``: the worker runs inside an Apptainer/Singularity image."""
+
+    image: str  # a .sif, absolute
+    runtime: str | None = None  # apptainer | singularity; None: whichever the node has
+    binds: tuple[str, ...] = ()  # besides the workdir and the scratch folder, always bound
+    gpu: bool = False  # --nv
+    options: tuple[str, ...] = ()  # more arguments of `<runtime> exec`
+    python: str = CONTAINER_PYTHON  # the interpreter inside the image
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,8 @@ class JobConfig:
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    ssh: SshConfig = field(default_factory=SshConfig)  # how to reach the hosts of host:/path inputs
+    container: ContainerConfig | None = None
 
     @property
     def manifest_path(self) -> Path:

@@ -43,6 +43,10 @@ class ExecutorError(TvsegError):
     """The executor (local or SLURM) refused or failed a submission or a query."""
 
 
+class VersionMismatch(TvsegError):
+    """The worker's environment holds another tvseg than the orchestrator that submitted the task."""
+
+
 class ModelError(TvsegError):
     """A stage's model files are missing or do not match their checksums."""
 

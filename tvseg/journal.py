@@ -14,12 +14,20 @@ Layout under <workdir>/journals/::
 Record kinds (every record has "kind" and "time"; a reader skips kinds it does not
 know, with a warning, so that a newer worker never bricks an older orchestrator)::
 
-    task_start  shard, attempt, host, pid, job_id, skipped (file ids settled earlier)
+    task_start  shard, attempt, host, pid, job_id, skipped (file ids settled earlier),
+                python (the worker's interpreter), tvseg (its version)
     file_start  file_id
     file_end    file_id, state (done|failed|quarantined), error_class, error,
-                outputs, facts, seconds {"stage": s, "total": s}
+                outputs, facts, seconds {"stage": s, "total": s},
+                staging {"bytes", "seconds", "tries", and for rsync "literal": the bytes that came
+                over the wire, fewer when a retry resumed a partial copy} (absent if nothing was staged)
+                peak_rss {"stage": bytes} (the worker process's peak during each stage; newer workers)
     task_end    reason (complete|stopped|requeued|error), detail; "requeued": the scheduler runs
-                the task again (a later task_end of the same attempt replaces it)
+                the task again (a later task_end of the same attempt replaces it);
+                peak_rss: bytes, the worker process's peak over the attempt (newer workers)
+
+A journal is closed once its last task_end is not a requeue: its writer appends nothing
+more.  After a requeue, the scheduler's next attempt writes a new journal.
 """
 
 from __future__ import annotations
@@ -43,12 +51,16 @@ def shard_dir(workdir: Path, shard_id: int) -> Path:
     return workdir / JOURNALS_DIR / f"shard-{shard_id}"
 
 
-def shard_dirs(workdir: Path) -> list[tuple[int, Path]]:
-    """(shard id, folder) of every shard that has journals under ``workdir``, by id."""
-    root = workdir / JOURNALS_DIR
-    if not root.is_dir():
+def shard_dirs(workdir: Path) -> list[tuple[int, str]]:
+    """(shard id, folder path) of every shard that has journals under ``workdir``, by id.
+
+    Plain strings, and the file type that comes with the listing: no object and no stat
+    per folder (an archive has tens of thousands)."""
+    try:
+        with os.scandir(workdir / JOURNALS_DIR) as entries:
+            found = [(int(m.group(1)), e.path) for e in entries if (m := _SHARD_DIR.match(e.name)) and e.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _SHARD_DIR.match(p.name)) and p.is_dir()]
     return sorted(found)
 
 
@@ -113,20 +125,48 @@ def read_records(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int
         fh.seek(offset)
         data = fh.read()
     end = data.rfind(b"\n") + 1
+    lines = [line for line in data[:end].splitlines() if line.strip()]
+    return _parse_lines(lines), offset + end
+
+
+def _parse_lines(lines: list[bytes]) -> list[Any]:
+    """One JSON value per line; a line that is not JSON is skipped.
+
+    All lines are parsed as one JSON array (one call, not one per line); only if that
+    fails, or finds more values than lines, are they parsed one by one.
+    """
+    try:
+        values = json.loads(b"[" + b",".join(lines) + b"]")
+        if len(values) == len(lines):
+            return values
+    except ValueError:
+        pass
     records = []
-    for line in data[:end].splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn line from a crash, completed by garbage: skip, never stall
-    return records, offset + end
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a torn line from a crash, completed by garbage: skip, never stall
+    return records
 
 
 def journals(directory: Path) -> Iterator[Path]:
     """The attempt journals of one shard, oldest first."""
-    found = [(int(m.group(1)), p) for p in directory.glob("attempt-*.jsonl") if (m := _ATTEMPT.match(p.name))]
+    found = [(int(m.group(1)), directory / name) for name in os.listdir(directory) if (m := _ATTEMPT.match(name))]
     return iter(p for _, p in sorted(found))
+
+
+def last_task_end(records: list[Any]) -> str | None:
+    """The reason of the last task_end among ``records`` (None: there is none)."""
+    for record in reversed(records):
+        if isinstance(record, dict) and record.get("kind") == "task_end":
+            return str(record.get("reason"))
+    return None
+
+
+def is_closed(task_end: str | None) -> bool:
+    """Whether a journal whose last task_end has this reason is closed (appended to no more)."""
+    return task_end is not None and task_end != "requeued"
 
 
 def settled_in_earlier_attempts(directory: Path) -> set[int]:

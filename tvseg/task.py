@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvseg.config import WorkerConfig
+from tvseg.remote import SshConfig
 
 # The signal SLURM sends a task ``slurm.signal-delay`` seconds before its time limit
 # (sbatch --signal=B:USR2@delay): the worker stops after the file in hand and requeues.
@@ -31,6 +32,8 @@ class ShardTask:
     workdir: str
     files: tuple[TaskFile, ...]
     worker: WorkerConfig
+    ssh: SshConfig = SshConfig()  # for inputs written host:/path
+    tvseg_version: str = ""  # the orchestrator's; a worker of another version stops before any file
 
     @property
     def outputs_root(self) -> Path:

@@ -11,18 +11,21 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
-from tvseg.errors import ExecutorError
+import tvseg
+from tvseg.errors import ExecutorError, VersionMismatch
 from tvseg.journal import JournalWriter, settled_in_earlier_attempts, shard_dir
 from tvseg.slurm_client import requeue
 from tvseg.task import REQUEUE_SIGNAL, ShardTask
+from worker.memory import PeakMemory
 from worker.pipeline import Pipeline
 from worker.stages import Stage, stage_class
-from worker.staging import ByteBudget, CopyStager
+from worker.staging import ByteBudget, RsyncStager
 
 REQUEUE_SIG = signal.Signals[f"SIG{REQUEUE_SIGNAL}"]
 STOP_SIGNALS = (signal.SIGTERM, REQUEUE_SIG, signal.SIGINT)
@@ -82,6 +85,16 @@ def _requeue() -> str:
     return ""
 
 
+def check_version(task: ShardTask) -> None:
+    """The pickled task and the journal format are a contract between two installs of tvseg:
+    a worker of another version than the orchestrator's stops before it takes a file."""
+    if task.tvseg_version != tvseg.__version__:
+        theirs = task.tvseg_version or "(not said: an older one)"
+        raise VersionMismatch(f"the worker's environment ({sys.executable}) holds tvseg {tvseg.__version__}, the "
+                              f"orchestrator that submitted this task tvseg {theirs}: install the same version in "
+                              "both (its files stay pending for 'orchestrate retry')")
+
+
 def run_shard(task: ShardTask) -> dict[str, Any]:
     """Process one shard; returns a summary of outcomes (also in the journal)."""
     journal = JournalWriter(shard_dir(Path(task.workdir), task.shard_id))
@@ -90,23 +103,26 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     beat_done = threading.Event()
     scratch = scratch_root(task.worker.scratch_dir) / f"tvseg-shard{task.shard_id}-{os.getpid()}"
     stages: list[Stage] = []
+    memory = PeakMemory()
     reason, detail = "error", ""
     try:
+        check_version(task)
         journal.heartbeat()
         threading.Thread(target=_heartbeat, args=(journal, task.worker.heartbeat_seconds, beat_done),
                          name="tvseg-heartbeat", daemon=True).start()
         settled = settled_in_earlier_attempts(journal.directory) if journal.attempt else set()
         todo = [f for f in task.files if f.file_id not in settled]
         journal.write("task_start", shard=task.shard_id, attempt=journal.attempt, host=socket.gethostname(),
-                      pid=os.getpid(), job_id=job_id(), skipped=sorted(settled))
+                      pid=os.getpid(), job_id=job_id(), skipped=sorted(settled), python=sys.executable,
+                      tvseg=tvseg.__version__)
         for name in task.worker.stages:
             stage = stage_class(name)(task.worker.stage_settings[name])
             stages.append(stage)
             stage.setup()
         summary = Pipeline(
-            files=todo, stages=stages, stager=CopyStager(scratch), journal=journal,
+            files=todo, stages=stages, stager=RsyncStager(scratch, task.ssh, stop.event), journal=journal,
             outputs_root=task.outputs_root, queue_depth=task.worker.queue_depth,
-            budget=ByteBudget(task.worker.scratch_budget), stop=stop.event,
+            budget=ByteBudget(task.worker.scratch_budget), stop=stop.event, memory=memory,
         ).run()
         if summary.stopped:
             reason, detail = "stopped", f"{stop.signal_name or 'stop'} before every file was handled"
@@ -132,10 +148,11 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - teardown must go on
                 pass
         shutil.rmtree(scratch, ignore_errors=True)
-        journal.write("task_end", reason=reason, detail=detail)
+        memory.peak()  # the stages' setup (models loaded) counts too
+        journal.write("task_end", reason=reason, detail=detail, peak_rss=memory.highest)
         if reason == "requeued":
             failure = _requeue()
             if failure:  # this end replaces the one above
-                journal.write("task_end", reason="stopped", detail=failure)
+                journal.write("task_end", reason="stopped", detail=failure, peak_rss=memory.highest)
         journal.close()
         stop.restore()

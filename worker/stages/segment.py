@@ -10,6 +10,7 @@ segmenter are imported in ``setup()``.
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import io
 import json
 import os
@@ -18,10 +19,10 @@ from pathlib import Path
 
 import tvseg
 from tvseg.journal import atomic_write_text
-from worker.models import EXPECTED
 from worker.stages import FileContext, Stage, StageResult
 
 CSV, SUMMARY, PROVENANCE = "segments.csv", "segments.json", "provenance.json"
+FEATURES = "features.npz"  # with the ``features`` setting (worker.segmentation.write_features)
 OUTPUTS = (CSV, SUMMARY, PROVENANCE)
 CSV_HEADER = ("labels", "start", "stop")
 
@@ -37,6 +38,9 @@ class Settings:
     chunk_seconds: float = 60.0  # audio decoded and predicted at a time (memory), and decision window
     context_seconds: float = 30.0  # context either side of a decision window
     energy_ratio: float = 0.03  # the package's energy threshold, relative to the mean energy
+    features: bool = False  # also write features.npz: 24 log mel bands + log energy a 10 ms frame, float16
+    backend: str = "auto"  # network runtime: "tensorflow", "onnx", or "auto" (onnx if onnxruntime is installed)
+    feature_workers: int = 1  # processes computing the features (the task's cores: slurm cpus-per-task)
 
     def __post_init__(self) -> None:
         if self.vad_engine not in ("sm", "smn"):
@@ -49,6 +53,10 @@ class Settings:
             raise ValueError(f"context_seconds must not be negative, not {self.context_seconds}")
         if not 0 < self.energy_ratio < 1:
             raise ValueError(f"energy_ratio must be between 0 and 1, not {self.energy_ratio}")
+        if self.backend not in ("auto", "tensorflow", "onnx"):
+            raise ValueError(f"backend must be 'auto', 'tensorflow' or 'onnx', not {self.backend!r}")
+        if self.feature_workers < 1:
+            raise ValueError(f"feature_workers must be at least 1, not {self.feature_workers}")
 
 
 class SegmentStage(Stage):
@@ -59,44 +67,59 @@ class SegmentStage(Stage):
 
     def setup(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import inaSpeechSegmenter
-        import keras
         import numpy
-        import tensorflow
 
-        from worker.models import load_segmenter
+        from worker.models import load_nets, resolve_backend
         from worker.segmentation import ChunkedSegmenter
 
         s = self.settings
-        seg = load_segmenter(Path(s.model_dir), vad_engine=s.vad_engine, detect_gender=s.detect_gender,
-                             batch_size=s.batch_size, energy_ratio=s.energy_ratio)
-        self._segmenter = ChunkedSegmenter(seg, s.chunk_seconds, s.context_seconds)
+        self._backend = resolve_backend(s.backend)
+        nets, models = load_nets(Path(s.model_dir), s.vad_engine, s.detect_gender, s.batch_size, self._backend)
+        self._segmenter = ChunkedSegmenter(nets, s.energy_ratio, s.chunk_seconds, s.context_seconds,
+                                           s.feature_workers)
+        packages = {"inaSpeechSegmenter": importlib.metadata.version("inaSpeechSegmenter"), "numpy": numpy.__version__}
+        if self._backend == "tensorflow":
+            import keras
+            import tensorflow
+
+            packages.update(tensorflow=tensorflow.__version__, keras=keras.__version__)
+        else:
+            import onnxruntime
+
+            packages.update(onnxruntime=onnxruntime.__version__)
         self._provenance = {
             "tvseg": tvseg.__version__,
-            "packages": {"inaSpeechSegmenter": inaSpeechSegmenter.__version__, "tensorflow": tensorflow.__version__,
-                         "keras": keras.__version__, "numpy": numpy.__version__},
-            "models": {net.model_fname: EXPECTED[net.model_fname] for net in self._segmenter.nets},
+            "packages": packages,
+            "backend": self._backend,
+            "models": models,
             "model_dir": s.model_dir,
-            "settings": {k: v for k, v in asdict(s).items() if k != "model_dir"},
+            "settings": {k: v for k, v in asdict(s).items() if k not in ("model_dir", "feature_workers")},
         }
 
     def close(self) -> None:
         if getattr(self, "_segmenter", None) is not None:
-            import keras
-
+            self._segmenter.close()
             self._segmenter = None
-            keras.backend.clear_session()
+            if self._backend == "tensorflow":
+                import keras
+
+                keras.backend.clear_session()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return OUTPUTS + ((FEATURES,) if self.settings.features else ())
 
     def process(self, ctx: FileContext) -> StageResult:
         cached = self._cached(ctx.output_dir)
         if cached:
             return cached
-        segments, seconds, chunks = self._segmenter.segment(ctx.staged, ctx.source)
+        features = ctx.output_dir / FEATURES if self.settings.features else None
+        segments, seconds, chunks = self._segmenter.segment(ctx.staged, ctx.source, features)
         summary = self._summary(segments, seconds, chunks)
         atomic_write_text(ctx.output_dir / CSV, _segments_csv(segments))
         atomic_write_text(ctx.output_dir / SUMMARY, json.dumps(summary, indent=2))
         atomic_write_text(ctx.output_dir / PROVENANCE, json.dumps(self._provenance, indent=2))
-        return StageResult(OUTPUTS, _facts(summary))
+        return StageResult(self.outputs, _facts(summary))
 
     def _cached(self, out: Path) -> StageResult | None:
         """The result of an earlier run with the same settings and models, if complete."""
@@ -105,8 +128,9 @@ class SegmentStage(Stage):
             summary = json.loads((out / SUMMARY).read_text())
         except (OSError, ValueError):
             return None
-        same = all(provenance.get(k) == self._provenance[k] for k in ("settings", "models"))
-        return StageResult(OUTPUTS, _facts(summary)) if same and (out / CSV).is_file() else None
+        same = all(provenance.get(k) == self._provenance[k] for k in ("settings", "models", "backend"))
+        complete = all((out / name).is_file() for name in self.outputs)
+        return StageResult(self.outputs, _facts(summary)) if same and complete else None
 
     def _summary(self, segments: list[tuple[str, float, float]], seconds: float, chunks: int) -> dict:
         totals = {"speech": 0.0, "female": 0.0, "male": 0.0, "music": 0.0, "noise": 0.0, "noEnergy": 0.0}
