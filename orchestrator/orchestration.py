@@ -147,7 +147,11 @@ def _submit_shards(config: JobConfig, manifest: Manifest, executor: Executor, sh
     try:
         job_ids = executor.submit(tasks, label)
     except ExecutorError as exc:
-        raise ExecutorError(f"{exc}\n{len(shard_ids)} shard(s) stay unsubmitted in the manifest; "
+        chosen = ""
+        if config.executor == "auto" and executor.name == "slurm":
+            chosen = ("\nexecutor: auto chose SLURM because sbatch is on the PATH; to run on this machine "
+                      "instead, set executor: local in the jobs file")
+        raise ExecutorError(f"{exc}{chosen}\n{len(shard_ids)} shard(s) stay unsubmitted in the manifest; "
                             f"'orchestrate submit' or 'orchestrate retry' submits them again") from exc
     manifest.record_submission(kind, executor.name, shard_ids, job_ids, executor.resources())
     return Submitted(list(shard_ids), job_ids)

@@ -189,3 +189,20 @@ def test_gpus_asked_for_are_visible_to_the_worker(slurm_cluster, sleep_stage, cl
     alloc = subprocess.run([shutil.which("sacct"), "-X", "-n", "-P", "-o", "AllocTRES", "-j", done.job_ids[0]],
                            capture_output=True, text=True, check=True).stdout
     assert "gres/gpu=2" in alloc
+
+
+def test_auto_with_sbatch_but_no_cluster_says_what_it_chose(slurm_cluster, sleep_stage, clip_template, tmp_path,
+                                                            monkeypatch, cli):
+    """sbatch on the PATH, no SLURM configuration: the error says why SLURM was used and how to run here."""
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no such slurm.conf"))
+    jobs = write_slurm_jobs(tmp_path, 2, clip_template, executor="auto", sharding={"files_per_shard": 1})
+    run = cli("submit", jobs)
+    assert run.code == 1
+    assert run.err.startswith("error: ")
+    assert run.err.endswith(
+        "\nexecutor: auto chose SLURM because sbatch is on the PATH; to run on this machine instead, set "
+        "executor: local in the jobs file\n2 shard(s) stay unsubmitted in the manifest; 'orchestrate submit' or "
+        "'orchestrate retry' submits them again\n"), run.err
+    manifest = orchestration.open_manifest(load_config(jobs))
+    assert manifest.created_shards() == [1, 2]
+    manifest.close()
