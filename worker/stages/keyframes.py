@@ -4,8 +4,8 @@ Each recording is opened once (PyAV: FFmpeg's libraries in this process) and eve
 taken by seeking to the key frame before its time and decoding on to it; the next frame of the
 same segment is decoded on to without a new seek when no key frame lies between.  So the work per
 segment does not depend on the recording's length, and the container is read (for an mp4: its
-whole sample index, which FFmpeg keeps in memory while the file is open, ~14 MB an hour of 25 fps
-video with AAC) once a file, not once a frame.  Reads the ``segment`` stage's ``segments.csv`` in
+whole sample index, which FFmpeg keeps in memory while the file is open, 15-17 MB an hour of
+25 fps video with AAC) once a file, not once a frame.  Reads the ``segment`` stage's ``segments.csv`` in
 the file's output folder (or, with ``segments_from``, that of an earlier run's work folder, copied
 in); writes the JPEGs under ``keyframes/`` and the index ``keyframes.csv`` (tvseg/visual.py).
 Imports nothing heavy at module level (the login node validates ``Settings``): PyAV in ``setup``.
