@@ -1,18 +1,21 @@
 """Benchmark of the visual half: keyframes, training, classify.
 
-Prints, on generated media (each measure in a fresh process, peak RSS from getrusage):
+Prints, on generated media (each measure in a fresh process; peak RSS is the process's VmHWM,
+not ru_maxrss, which a child starts from its parent's):
 
-1. keyframes: seconds per music segment and peak RSS (the stage's process, and its largest
-   ffmpeg) on a 10-minute and a 2-hour recording, 8 music segments of 20 s spread over each,
-   K=5, both ways of taking frames (one call a segment; one seeking call a frame), alternated
-   ``--rounds`` times so both files see the same load (target: equal seconds per segment), and
-   the cost of opening each file (ffmpeg reads an mp4's whole sample index at each open);
+1. keyframes: seconds per music segment and peak RSS of the stage's process on a 10-minute and a
+   2-hour recording, 8 music segments of 20 s spread over each, K=5, alternated ``--rounds`` times
+   so both files see the same load (target: equal seconds per segment, equal memory), with the
+   ratios 2 h / 10 min; then what opening each file alone costs (PyAV: seconds, and the memory of
+   the container's sample index, which FFmpeg reads whole at open).  With ``--baseline REV``, the
+   same for the keyframes stage of git revision REV (e.g. one that ran the ffmpeg CLI a segment:
+   its largest ffmpeg's peak RSS is shown too);
 2. training: `orchestrate classifier train` (the small CNN) on keyframes of generated title
    cards and commercials: seconds and peak RSS;
 3. classify: seconds per music segment (K=5 keyframes each) and peak RSS of the stage on a
    recording's keyframes, model loading excluded and reported apart.
 
-Usage: python bench/visual_bench.py [--rounds N] [--keep DIR]
+Usage: python bench/visual_bench.py [--rounds N] [--keep DIR] [--baseline REV] [--keyframes-only]
 """
 
 from __future__ import annotations
@@ -33,31 +36,46 @@ sys.path.insert(0, str(REPO))
 
 from tests.media import make_broadcast, make_long_video  # noqa: E402
 
-KEYFRAMES = """
+PEAK = """
+def peak_mb():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+"""
+
+KEYFRAMES = PEAK + """
 import json, resource, sys, time
 from pathlib import Path
 from worker.stages import FileContext
 from worker.stages.keyframes import KeyframesStage, Settings
-media, out, gap = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
-stage = KeyframesStage(Settings(frames=5, decode_gap_seconds=gap))
+media, out, k = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+stage = KeyframesStage(Settings(frames=k))
 stage.setup()
 t0 = time.perf_counter()
 facts = stage.process(FileContext(1, str(media), media, out, {})).facts
-print(json.dumps({"seconds": time.perf_counter() - t0, **facts,
-                  "stage_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "ffmpeg_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+print(json.dumps({"seconds": time.perf_counter() - t0, **facts, "stage_mb": peak_mb(),
+                  "children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
-TRAIN = """
-import json, resource, sys
+OPEN = PEAK + """
+import json, sys, time
+import av
+before = peak_mb()
+t0 = time.perf_counter()
+with av.open("file:" + sys.argv[1]) as container:
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"seconds": seconds, "index_mb": peak_mb() - before}))
+"""
+
+TRAIN = PEAK + """
+import json, sys
 from orchestrator.cli import main
 code = main(["classifier", "train", sys.argv[1], "--out", sys.argv[2]])
 assert code == 0, code
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"peak_mb": peak_mb()}))
 """
 
-CLASSIFY = """
-import json, resource, sys, time
+CLASSIFY = PEAK + """
+import json, sys, time
 from pathlib import Path
 from worker.stages import FileContext
 from worker.stages.classify import ClassifyStage, Settings
@@ -69,12 +87,12 @@ t1 = time.perf_counter()
 facts = stage.process(FileContext(1, "x", out, out, {})).facts
 t2 = time.perf_counter()
 print(json.dumps({"setup_seconds": t1 - t0, "seconds": t2 - t1, **facts,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": peak_mb()}))
 """
 
 
-def python(script: str, *args) -> dict:
-    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+def python(script: str, *args, cwd: Path = REPO) -> dict:
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, cwd=cwd)
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -97,31 +115,44 @@ def spread(duration: float, n: int = 8) -> list[tuple[str, float, float]]:
     return rows
 
 
-def bench_keyframes(folder: Path, rounds: int) -> None:
+def bench_keyframes(folder: Path, rounds: int, baseline: str | None) -> None:
     videos = {name: (make_long_video(folder / f"{name}.mp4", s), s) for name, s in (("10 min", 600.0), ("2 h", 7200.0))}
-    print("1. keyframes: 8 music segments of 20 s, K=5 (seconds per segment; peak RSS MB: stage / ffmpeg)")
-    for label, gap in (("one call a segment", 10.0), ("one call a frame", 0.001)):
+    trees = {"this tree": REPO}
+    if baseline:  # that revision's stage, run the same way (its worker/ and tvseg/ only)
+        trees[f"at {baseline}"] = folder / "baseline"
+        trees[f"at {baseline}"].mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", baseline, "worker", "tvseg"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(trees[f"at {baseline}"])], input=archive, check=True)
+    print("1. keyframes: 8 music segments of 20 s, K=5 (seconds per segment, best of "
+          f"{rounds}; peak RSS of the stage's process)")
+    ours: dict[str, float] = {}
+    for label, tree in trees.items():
         results: dict[str, list[dict]] = {name: [] for name in videos}
         for r in range(rounds):
             for name, (path, seconds) in videos.items():
-                out = folder / f"out-{name}-{gap}-{r}"
+                out = folder / f"out-{label}-{name}-{r}".replace(" ", "_")
                 write_segments(out, spread(seconds))
-                results[name].append(python(KEYFRAMES, path, out, gap))
+                results[name].append(python(KEYFRAMES, path, out, 5, cwd=tree))
         per = {n: min(x["seconds"] for x in v) / v[0]["music_segments"] for n, v in results.items()}
-        for name, runs in results.items():
-            print(f"   {label:<19} {name:>6}: {per[name]:.3f} s/segment (best of {rounds}); "
-                  f"peak {max(x['stage_mb'] for x in runs):.0f} / {max(x['ffmpeg_mb'] for x in runs):.0f} MB")
-        print(f"   {label:<19} 2 h / 10 min: {per['2 h'] / per['10 min']:.2f}x")
-    opens = {}
-    for name, (path, _) in videos.items():  # what each call pays before any seek: reading the mp4's index
-        times = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "0", "-f", "null", "-"], check=True)
-            times.append(time.perf_counter() - t0)
-        opens[name] = min(times)
-    print(f"   opening the file (ffmpeg, no frame): 10 min {opens['10 min']:.3f} s, 2 h {opens['2 h']:.3f} s "
-          f"(+{opens['2 h'] - opens['10 min']:.3f} s a call: the sample index, read whole at each open)")
+        ours = ours or per
+        peak = {n: max(x["stage_mb"] for x in v) for n, v in results.items()}
+        children = {n: max(x["children_mb"] for x in v) for n, v in results.items()}
+        for name in videos:
+            extra = f" (its largest ffmpeg: {children[name]:.0f} MB)" if children[name] else ""
+            print(f"   {label:<16} {name:>6}: {per[name]:.3f} s/segment; peak {peak[name]:.0f} MB{extra}")
+        print(f"   {label:<16} 2 h / 10 min: {per['2 h'] / per['10 min']:.2f}x the seconds, "
+              f"{peak['2 h'] / peak['10 min']:.2f}x the peak RSS")
+    opens = {name: [python(OPEN, path) for _ in range(rounds)] for name, (path, _) in videos.items()}
+    seconds = {name: min(x["seconds"] for x in v) for name, v in opens.items()}
+    index = {name: max(x["index_mb"] for x in v) for name, v in opens.items()}
+    print(f"   opening a file (PyAV, once a file; memory it adds): 10 min {seconds['10 min']:.3f} s, "
+          f"{index['10 min']:.1f} MB; 2 h {seconds['2 h']:.3f} s, {index['2 h']:.1f} MB (growth: the sample index, "
+          "read whole at open, "
+          f"{(index['2 h'] - index['10 min']) / (7200 - 600) * 3600:.1f} MB an hour)")
+    rest = {name: ours[name] - seconds[name] / 8 for name in videos}  # 8 segments a file
+    print(f"   this tree less the open (once a file): 10 min {rest['10 min']:.3f}, 2 h {rest['2 h']:.3f} s/segment "
+          f"({rest['2 h'] / rest['10 min']:.2f}x)")
 
 
 def bench_training_and_classify(folder: Path) -> None:
@@ -132,7 +163,7 @@ def bench_training_and_classify(folder: Path) -> None:
         out = folder / f"kf{i}"
         rows = [("music" if k in ("title", "commercial") else "speech", s, e) for k, s, e in b.sections]
         write_segments(out, rows)
-        python(KEYFRAMES.replace("frames=5", "frames=10"), b.path, out, 10.0)
+        python(KEYFRAMES, b.path, out, 10)
         kinds = {j: k for j, (k, _, _) in enumerate(b.sections)}
         with open(out / "keyframes.csv", newline="") as fh:
             for row in csv.DictReader(fh):
@@ -152,7 +183,7 @@ def bench_training_and_classify(folder: Path) -> None:
     b = make_broadcast(folder / "new.mp4", plan * 2, variant=3, captions=False)
     out = folder / "classify"
     write_segments(out, [("music" if k in ("title", "commercial") else "speech", s, e) for k, s, e in b.sections])
-    python(KEYFRAMES, b.path, out, 10.0)
+    python(KEYFRAMES, b.path, out, 5)
     r = python(CLASSIFY, model, out)
     print(f"3. classify: {r['seconds'] / r['classified']:.3f} s/segment over {r['classified']} segments "
           f"(K=5; {r['filtered']} filtered); model load {r['setup_seconds']:.1f} s; peak RSS {r['peak_mb']:.0f} MB")
@@ -162,13 +193,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="keep the generated media here")
+    parser.add_argument("--baseline", metavar="REV", help="also measure the keyframes stage of this git revision")
+    parser.add_argument("--keyframes-only", action="store_true", help="measure keyframes only (no training, classify)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tvseg-visual-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {os.getloadavg()}")
     try:
-        bench_keyframes(folder, args.rounds)
-        bench_training_and_classify(folder)
+        bench_keyframes(folder, args.rounds, args.baseline)
+        if not args.keyframes_only:
+            bench_training_and_classify(folder)
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -1,14 +1,14 @@
 """The ``keyframes`` stage: K frames evenly spaced inside each long-enough music segment.
 
-Each frame is taken by seeking (ffmpeg's input-side ``-ss``: it decodes from the key frame
-before that time only): one call a segment that seeks to the first frame and decodes on to
-the last when the frames are close together, else one seeking call a frame.  Either way the
-work per segment does not depend on the recording's length; memory neither, but for the
-container's sample index that ffmpeg holds while the file is open (an mp4's: about 24 bytes
-a video or audio packet, ~6 MB an hour; K seeking inputs in one call would hold K of them).  Reads the
-``segment`` stage's ``segments.csv`` in the file's output folder (or, with
-``segments_from``, that of an earlier run's work folder, copied in); writes the JPEGs under
-``keyframes/`` and the index ``keyframes.csv`` (tvseg/visual.py).  Imports nothing heavy.
+Each recording is opened once (PyAV: FFmpeg's libraries in this process) and every frame is
+taken by seeking to the key frame before its time and decoding on to it; the next frame of the
+same segment is decoded on to without a new seek when no key frame lies between.  So the work per
+segment does not depend on the recording's length, and the container is read (for an mp4: its
+whole sample index, which FFmpeg keeps in memory while the file is open, 15-17 MB an hour of
+25 fps video with AAC) once a file, not once a frame.  Reads the ``segment`` stage's ``segments.csv`` in
+the file's output folder (or, with ``segments_from``, that of an earlier run's work folder, copied
+in); writes the JPEGs under ``keyframes/`` and the index ``keyframes.csv`` (tvseg/visual.py).
+Imports nothing heavy at module level (the login node validates ``Settings``): PyAV in ``setup``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
-import subprocess
+import time
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
+from typing import Any, Iterator
 
 from tvseg.errors import BadInput, RetryableError
 from tvseg.journal import atomic_write_text
@@ -39,11 +40,13 @@ class Settings:
     frames: int = 5  # K: keyframes per music segment, evenly spaced inside it
     width: int = 160  # size of the JPEGs (the classifier resizes to its own input size)
     height: int = 90
-    quality: int = 3  # ffmpeg's JPEG -q:v, 2 (best) to 31
-    # Frames at most this far apart are taken in one ffmpeg call that seeks to the first and decodes
-    # on to the last; farther apart, one seeking call a frame (a call costs ~0.1 s to start).
-    decode_gap_seconds: float = 10.0
-    timeout_seconds: float = 300.0  # for one ffmpeg call
+    # JPEG quantizer, 2 (best) to 31: the scale of ffmpeg's -q:v for JPEG, the same quantization
+    # tables (FFmpeg's JPEG encoder writes the frames, with this fixed quantizer).
+    quality: int = 3
+    # Video decoded for one frame, from the key frame the seek lands on to the frame, spans at most
+    # this: farther, the recording's key frames are too far apart (or not indexed) to seek in.
+    max_decode_seconds: float = 60.0
+    timeout_seconds: float = 300.0  # wall-clock deadline for one frame (seek, read, decode, encode)
     # An earlier run's work folder whose segment outputs to use (the segment stage need not run again).
     segments_from: str | None = field(default=None, metadata={"path": True})
 
@@ -56,6 +59,10 @@ class Settings:
             raise ValueError(f"width and height must be at least 16 pixels, not {self.width}x{self.height}")
         if not 2 <= self.quality <= 31:
             raise ValueError(f"quality must be between 2 and 31, not {self.quality}")
+        if self.max_decode_seconds <= 0:
+            raise ValueError(f"max_decode_seconds must be positive, not {self.max_decode_seconds}")
+        if self.timeout_seconds <= 0:
+            raise ValueError(f"timeout_seconds must be positive, not {self.timeout_seconds}")
 
 
 def frame_times(start: float, stop: float, k: int) -> list[float]:
@@ -82,9 +89,11 @@ class KeyframesStage(Stage):
     Settings = Settings
 
     def setup(self) -> None:
-        for tool in ("ffmpeg", "ffprobe"):
-            if shutil.which(tool) is None:
-                raise RetryableError(f"{tool} is not on PATH on this node (install ffmpeg)")
+        try:
+            import av  # noqa: PLC0415 - FFmpeg's libraries: on the worker only, never on the login node
+        except ImportError as err:
+            raise RetryableError(f"PyAV cannot be imported on this node ({err}): run scripts/install-worker") from None
+        self._av = av
 
     def process(self, ctx: FileContext) -> StageResult:
         s = self.settings
@@ -97,11 +106,14 @@ class KeyframesStage(Stage):
         folder = ctx.output_dir / KEYFRAMES_DIR
         shutil.rmtree(folder, ignore_errors=True)  # frames of earlier settings
         folder.mkdir()
-        if segments:
-            self._check_video(ctx)
         rows: list[tuple[int, float, str]] = []
-        for index, start, stop in segments:
-            rows += self._extract(ctx, index, frame_times(start, stop, s.frames), folder)
+        if segments:
+            with Recording(self._av, ctx, s) as recording:  # opened once for all its frames
+                for index, start, stop in segments:
+                    for t in frame_times(start, stop, s.frames):
+                        name = keyframe_name(index, t)
+                        (folder / name).write_bytes(recording.jpeg_at(t, index))
+                        rows.append((index, t, f"{KEYFRAMES_DIR}/{name}"))
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(KEYFRAMES_HEADER)
@@ -141,48 +153,116 @@ class KeyframesStage(Stage):
             return None
         return {"music_segments": summary.get("music_segments"), "keyframes": summary.get("keyframes")}
 
-    def _check_video(self, ctx: FileContext) -> None:
-        cmd = ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "stream=index",
-               "-of", "csv=p=0", "--", str(ctx.staged)]
-        proc = self._run(ctx, cmd, "ffprobe")
-        if not proc.stdout.strip():
-            raise BadInput(f"{ctx.source}: no video stream (the keyframes stage needs pictures)")
 
-    def _extract(self, ctx: FileContext, index: int, times: list[float], folder: Path) -> list[tuple[int, float, str]]:
-        """The segment's frames: frames close together in one call (seek to the first, decode on to
-        the last), far apart one seeking call each; one container index in memory at a time."""
-        s = self.settings
-        names = [keyframe_name(index, t) for t in times]
-        scale = ["-vf", f"scale={s.width}:{s.height}", "-q:v", str(s.quality)]
-        step = times[1] - times[0] if len(times) > 1 else 0.0
-        if step <= s.decode_gap_seconds:
-            # Timestamps restart at 0 at the seek: keep the first frame at or after 0, step, 2 step...
-            pick = f"select='if(gte(t,ld(0)),st(0,ld(0)+{step:.3f})+1,0)'"
-            self._run(ctx, ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{times[0]:.3f}", "-i", str(ctx.staged),
-                            "-map", "0:v:0", "-vf", f"{pick},scale={s.width}:{s.height}", "-fps_mode", "passthrough",
-                            "-frames:v", str(len(times)), "-q:v", str(s.quality), "-start_number", "0", "f%03d.jpg"],
-                      "ffmpeg", cwd=folder)  # a relative pattern: the folder's name may hold '%'
-            for i, name in enumerate(names):
-                if (folder / f"f{i:03d}.jpg").is_file():
-                    os.replace(folder / f"f{i:03d}.jpg", folder / name)
-        else:
-            for t, name in zip(times, names):
-                self._run(ctx, ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", str(ctx.staged),
-                                "-map", "0:v:0", "-frames:v", "1", *scale, name], "ffmpeg", cwd=folder)
-        for t, name in zip(times, names):
-            if not (folder / name).is_file() or (folder / name).stat().st_size == 0:
-                raise BadInput(f"{ctx.source}: no picture can be decoded at {t:.3f} s (music segment {index})")
-        return [(index, t, f"{KEYFRAMES_DIR}/{name}") for t, name in zip(times, names)]
+class Recording:
+    """One recording, opened once: the JPEG of the picture shown at a time, by seeking.
 
-    def _run(self, ctx: FileContext, cmd: list[str], tool: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    ``jpeg_at(t)`` takes the first frame whose time is at or after ``t`` seconds from the
+    recording's start (as ffmpeg's input-side ``-ss`` does): it seeks to the key frame before
+    ``t`` and decodes on, or, when the decoder already stands before ``t`` with no key frame
+    between (the previous frame of the same segment, a few seconds earlier), decodes on from
+    there.  Bounded: ``max_decode_seconds`` of video from the key frame, ``timeout_seconds`` of
+    wall clock (also for each read).  Errors name the file: BadInput for what the file does,
+    RetryableError for a deadline passed (the node, or its disk, may be slow).
+    """
+
+    def __init__(self, av: Any, ctx: FileContext, settings: Settings) -> None:
+        self.av, self.source, self.s = av, ctx.source, settings
+        self.encoder = av.CodecContext.create("mjpeg", "w")
+        self.encoder.width, self.encoder.height = settings.width, settings.height
+        self.encoder.pix_fmt = "yuvj420p"  # full-range 4:2:0, as ffmpeg writes JPEGs
+        self.encoder.time_base = Fraction(1, 25)  # required; the pictures are numbered 0, 1, 2... in it
+        self.encoder.qmin = self.encoder.qmax = settings.quality  # a fixed quantizer: ffmpeg's -q:v
+        self.encoder.open()
+        self.encoded = 0  # pictures given to the encoder (it wants increasing timestamps)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", cwd=cwd,
-                                  timeout=self.settings.timeout_seconds)
-        except subprocess.TimeoutExpired:
-            raise RetryableError(f"{ctx.source}: {tool} did not finish within {self.settings.timeout_seconds:g} s") from None
-        if proc.returncode < 0:  # killed (e.g. scancel): not the input's fault
-            raise RetryableError(f"{ctx.source}: {tool} was killed by signal {-proc.returncode}")
-        if proc.returncode != 0:
-            reason = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise BadInput(f"{ctx.source}: {tool} cannot read it: {reason.replace(str(ctx.staged), 'input')}")
-        return proc
+            # file: so that a name with a colon is never taken for a protocol
+            self.container = av.open(f"file:{ctx.staged}", timeout=settings.timeout_seconds)
+        except av.error.ExitError:
+            raise RetryableError(f"{ctx.source}: not opened within {settings.timeout_seconds:g} s") from None
+        except av.error.FFmpegError as err:
+            raise BadInput(f"{ctx.source}: cannot be read: {err.strerror or err}") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise BadInput(f"{ctx.source}: no video stream (the keyframes stage needs pictures)")
+        self.video = self.container.streams.video[0]
+        start = self.container.start_time  # ffmpeg's -ss counts from the file's start time
+        self.offset = start / av.time_base if start is not None else 0.0
+        self.pictures: Iterator[Any] | None = None  # decoded frames from where the decoder stands
+        self.landed: float | None = None  # time of the first frame decoded after the last seek
+        self.position = 0.0  # time of the last frame decoded
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_decoding()
+        self.container.close()
+
+    def jpeg_at(self, t: float, segment: int) -> bytes:
+        target = t + self.offset
+        where = f"{t:.3f} s (music segment {segment})"
+        deadline = time.monotonic() + self.s.timeout_seconds
+        try:
+            pictures = self.pictures
+            if pictures is None or not self._decodes_on_to(target):
+                self._stop_decoding()
+                self.container.seek(int(target / self.video.time_base), backward=True, stream=self.video)
+                pictures = self.pictures = self._decoded()
+                self.landed = None
+            for frame in pictures:
+                if time.monotonic() > deadline:
+                    raise RetryableError(f"{self.source}: no picture at {where} within {self.s.timeout_seconds:g} s")
+                if frame is None or frame.time is None:
+                    continue
+                self.position = frame.time
+                if self.landed is None:
+                    self.landed = frame.time
+                if frame.time >= target - 1e-6:
+                    return self._jpeg(frame)
+                if target - self.landed > self.s.max_decode_seconds:
+                    raise BadInput(f"{self.source}: the key frame before {where} is more than "
+                                   f"{self.s.max_decode_seconds:g} s earlier (keyframes.max_decode_seconds)")
+        except self.av.error.ExitError:
+            raise RetryableError(f"{self.source}: a read for the picture at {where} did not finish "
+                                 f"within {self.s.timeout_seconds:g} s") from None
+        except self.av.error.FFmpegError as err:
+            self._stop_decoding()
+            raise BadInput(f"{self.source}: no picture can be decoded at {where}: {err.strerror or err}") from None
+        self._stop_decoding()
+        raise BadInput(f"{self.source}: no picture can be decoded at {where}")
+
+    def _decodes_on_to(self, target: float) -> bool:
+        """Whether decoding on from where the decoder stands reaches ``target`` through no more
+        than a seek would decode: it stands before it, after the key frame before it."""
+        if self.position >= target - 1e-6:
+            return False
+        entries = self.video.index_entries
+        if not len(entries):
+            return False
+
+        def key_frame(seconds: float) -> int:
+            return entries.search_timestamp(int(seconds / self.video.time_base), backward=True)
+
+        return key_frame(target) == key_frame(self.position) >= 0
+
+    def _decoded(self) -> Iterator[Any]:
+        """The frames decoded from the current position; None after each packet that gives none
+        (so that the caller looks at its deadline); damaged packets skipped, as ffmpeg does."""
+        for packet in self.container.demux(self.video):
+            try:
+                frames = packet.decode()
+            except self.av.error.InvalidDataError:
+                frames = []
+            yield from frames or [None]
+
+    def _stop_decoding(self) -> None:
+        if self.pictures is not None:
+            self.pictures.close()  # ends the demuxing (and its read deadline) before a seek
+            self.pictures = None
+
+    def _jpeg(self, frame: Any) -> bytes:
+        picture = frame.reformat(self.s.width, self.s.height, "yuvj420p", interpolation="BICUBIC")  # as ffmpeg's scale
+        picture.pts, picture.time_base = self.encoded, self.encoder.time_base
+        self.encoded += 1
+        return b"".join(bytes(packet) for packet in self.encoder.encode(picture))
