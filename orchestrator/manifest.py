@@ -441,21 +441,20 @@ class Manifest:
         settled = [s.value for s in FINISHED]
         open_states = [FileState.PENDING.value, FileState.RUNNING.value]
         with self.engine.connect() as c:
+            # One pass over the window's files (a tenth of an archive can be in it) for all sums.
             done = c.execute(
                 select(func.count(), func.coalesce(func.sum(files.c.media_seconds), 0.0),
-                       func.min(files.c.started_at), func.max(files.c.finished_at))
-                .where(files.c.state.in_(settled), files.c.finished_at >= since)
-            ).one()
-            running_since = c.execute(
-                select(func.min(files.c.started_at)).where(files.c.state == FileState.RUNNING.value)
-            ).scalar_one()
-            flow = c.execute(
-                select(func.count(files.c.staged_bytes), func.sum(files.c.staged_bytes),
+                       func.min(files.c.started_at), func.max(files.c.finished_at),
+                       func.count(files.c.staged_bytes), func.sum(files.c.staged_bytes),
                        func.sum(files.c.staging_seconds), func.count(files.c.compute_seconds),
                        func.sum(case((files.c.compute_seconds.is_not(None), files.c.size))),
                        func.sum(files.c.compute_seconds))
                 .where(files.c.state.in_(settled), files.c.finished_at >= since)
             ).one()
+            flow = done[4:]
+            running_since = c.execute(
+                select(func.min(files.c.started_at)).where(files.c.state == FileState.RUNNING.value)
+            ).scalar_one()
             active = select(shards.c.id).where(shards.c.state.in_([s.value for s in ACTIVE]))
             remaining = c.execute(  # by the active shards' files, not by every open file of the archive
                 select(func.count()).where(files.c.shard_id.in_(active), files.c.state.in_(open_states))
