@@ -11,10 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Sequence
 
 from orchestrator import orchestration, planning, report
 from orchestrator.config import load_config
@@ -22,6 +19,9 @@ from tvseg.config import parse_slurm_mem, parse_slurm_time
 from tvseg.errors import ExitCode, TvsegError, UsageError
 from tvseg.states import FileState
 from tvseg.visual import BACKBONES, TrainSettings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DEFAULT_JOBS = "jobs.yaml"
 
@@ -120,15 +120,30 @@ def _slurm_value(parse):
     return check
 
 
+def _console(stderr: bool = False) -> Console:
+    """A rich Console, imported when something is printed through one: `status --json`
+    prints none, and rich's import is a tenth of its time."""
+    from rich.console import Console  # noqa: PLC0415
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _print_error(kind: str, message: str) -> None:
+    from rich.markup import escape  # noqa: PLC0415
+
+    _console(stderr=True).print(f"[bold red]{kind}:[/] {escape(message)}", markup=True, soft_wrap=True)
+
+
 def _warn(message: str) -> None:
-    Console(stderr=True, highlight=False).print(f"[bold yellow]warning:[/] {escape(message)}", markup=True,
-                                                soft_wrap=True)
+    from rich.markup import escape  # noqa: PLC0415
+
+    _console(stderr=True).print(f"[bold yellow]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    # Every command prints through rich but `status --json`, which prints one JSON object.
+    out = None if args.command == "status" and args.json else _console()
     try:
         if args.command == "classifier":
             return int(_classifier(args, out))
@@ -137,14 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(Path(args.jobs))
         return int(_COMMANDS[args.command](config, args, out))
     except TvsegError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+        _print_error("error", str(exc))
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        _console(stderr=True).print("interrupted")
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - an internal error gets a message, not a traceback
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", markup=True,
-                  soft_wrap=True)
+        _print_error("internal error", f"{type(exc).__name__}: {exc}")
         return int(ExitCode.INTERNAL)
 
 
@@ -166,7 +180,7 @@ def _submit(config, args, out: Console) -> ExitCode:
     return _wait(config, out) if args.wait else ExitCode.OK
 
 
-def _status(config, args, out: Console) -> ExitCode:
+def _status(config, args, out: Console | None) -> ExitCode:
     manifest = orchestration.open_manifest(config)
     try:
         while True:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import shutil
 from typing import Any, Protocol, Sequence
 
-from orchestrator.local import LocalExecutor
-from orchestrator.slurm import SlurmExecutor
 from orchestrator.task_state import TaskState
 from tvseg.config import JobConfig
 from tvseg.task import ShardTask
@@ -46,7 +44,12 @@ def executor_kind(config: JobConfig) -> str:
 
 
 def make_executor(config: JobConfig) -> Executor:
+    # Each executor's module is imported only when chosen: a command pays for one, not both.
     kind = executor_kind(config)
     if kind == "local":
+        from orchestrator.local import LocalExecutor  # noqa: PLC0415
+
         return LocalExecutor(config)
+    from orchestrator.slurm import SlurmExecutor  # noqa: PLC0415
+
     return SlurmExecutor(config)

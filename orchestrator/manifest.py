@@ -12,10 +12,11 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
+import orjson
 from sqlalchemy import (
     Column,
     Float,
@@ -217,8 +218,7 @@ class Manifest:
                       created_at=now) for group in plan],
             ).scalars())
             _executemany(c, _ADD_FILE, [
-                {"b_path": f.path, "b_size": f.size, "b_mtime": f.mtime, "b_name": output_name(f.path),
-                 "sid": shard_id, "t": now}
+                (f.path, f.size, f.mtime, output_name(f.path), shard_id, now)
                 for shard_id, group in zip(ids, plan, strict=True) for f in group
             ])
         return ids
@@ -273,7 +273,7 @@ class Manifest:
                 )
             ).inserted_primary_key[0]
             _executemany(c, _SUBMIT_SHARD, [
-                {"sid": shard_id, "b_sub": sub_id, "b_index": index, "b_job": job_id}
+                (shard_id, sub_id, index, job_id)
                 for index, (shard_id, job_id) in enumerate(zip(shard_ids, job_ids, strict=True))
             ])
         return sub_id
@@ -305,14 +305,14 @@ class Manifest:
         """
         rounds: list[list[tuple[int, list[dict[str, Any]]]]] = []
         seen: Counter[int] = Counter()
-        offsets: dict[str, dict[str, Any]] = {}
+        offsets: dict[str, tuple[str, int, str | None]] = {}
         for shard_id, journal, records, offset, task_end in batch:
             index = seen[shard_id]
             seen[shard_id] += 1
             if index == len(rounds):
                 rounds.append([])
             rounds[index].append((shard_id, records))
-            offsets[journal] = {"key": journal, "b_offset": offset, "b_end": task_end}
+            offsets[journal] = (journal, offset, task_end)
         with self.engine.begin() as c:
             for items in rounds:
                 _fold_round(c, items)
@@ -321,7 +321,7 @@ class Manifest:
     def note_closed_dirs(self, dir_mtimes: dict[str, int]) -> None:
         """Record, on journals (by name), the mtime (ns) their folder had when it was seen closed."""
         with self.engine.begin() as c:
-            _executemany(c, _NOTE_DIR, [{"key": key, "mtime": mtime} for key, mtime in dir_mtimes.items()])
+            _executemany(c, _NOTE_DIR, list(dir_mtimes.items()))
 
     # --- ending shards -----------------------------------------------------------------
 
@@ -349,7 +349,7 @@ class Manifest:
             return
         now = time.time()
         with self.engine.begin() as c:
-            _executemany(c, _RELEASE_IN_HAND, [{"sid": shard_id} for shard_id in shard_ids])
+            _executemany(c, _RELEASE_IN_HAND, [(shard_id,) for shard_id in shard_ids])
             _end_shards(c, [(shard_id, reason, now) for shard_id in shard_ids])
 
     # --- retry -------------------------------------------------------------------------
@@ -441,21 +441,20 @@ class Manifest:
         settled = [s.value for s in FINISHED]
         open_states = [FileState.PENDING.value, FileState.RUNNING.value]
         with self.engine.connect() as c:
+            # One pass over the window's files (a tenth of an archive can be in it) for all sums.
             done = c.execute(
                 select(func.count(), func.coalesce(func.sum(files.c.media_seconds), 0.0),
-                       func.min(files.c.started_at), func.max(files.c.finished_at))
-                .where(files.c.state.in_(settled), files.c.finished_at >= since)
-            ).one()
-            running_since = c.execute(
-                select(func.min(files.c.started_at)).where(files.c.state == FileState.RUNNING.value)
-            ).scalar_one()
-            flow = c.execute(
-                select(func.count(files.c.staged_bytes), func.sum(files.c.staged_bytes),
+                       func.min(files.c.started_at), func.max(files.c.finished_at),
+                       func.count(files.c.staged_bytes), func.sum(files.c.staged_bytes),
                        func.sum(files.c.staging_seconds), func.count(files.c.compute_seconds),
                        func.sum(case((files.c.compute_seconds.is_not(None), files.c.size))),
                        func.sum(files.c.compute_seconds))
                 .where(files.c.state.in_(settled), files.c.finished_at >= since)
             ).one()
+            flow = done[4:]
+            running_since = c.execute(
+                select(func.min(files.c.started_at)).where(files.c.state == FileState.RUNNING.value)
+            ).scalar_one()
             active = select(shards.c.id).where(shards.c.state.in_([s.value for s in ACTIVE]))
             remaining = c.execute(  # by the active shards' files, not by every open file of the archive
                 select(func.count()).where(files.c.shard_id.in_(active), files.c.state.in_(open_states))
@@ -582,7 +581,7 @@ def error_key(error: str | None) -> str:
 def _key_errors(c: Any) -> None:
     """Fill error_key where an older tvseg left an error without one."""
     rows = c.execute(select(files.c.id, files.c.error).where(files.c.error.is_not(None), files.c.error_key.is_(None)))
-    _executemany(c, _KEY_ERROR, [{"fid": fid, "key": error_key(error)} for fid, error in rows.all()])
+    _executemany(c, _KEY_ERROR, [(fid, error_key(error)) for fid, error in rows.all()])
 
 
 def _upgrade(engine: Any) -> None:
@@ -614,33 +613,44 @@ def _upgrade(engine: Any) -> None:
 # Bound names never equal a column's name (SQLAlchemy keeps those for SET values).
 # ``IN`` cannot be executed many times over with one parameter list: equalities OR'ed instead.
 
+
+class _Bulk(NamedTuple):
+    """A statement executed over many rows: each row a tuple of the values bound to ``names``."""
+
+    statement: Any
+    names: tuple[str, ...]
+
+
 _PENDING, _RUNNING = FileState.PENDING.value, FileState.RUNNING.value
-_ADD_FILE = insert(files).values(
+_ADD_FILE = _Bulk(insert(files).values(
     path=bindparam("b_path"), size=bindparam("b_size"), mtime=bindparam("b_mtime"), output_name=bindparam("b_name"),
     state=_PENDING, attempts=0, shard_id=bindparam("sid"), added_at=bindparam("t"),
-)
-_KEY_ERROR = update(files).where(files.c.id == bindparam("fid")).values(error_key=bindparam("key"))
-_SUBMIT_SHARD = update(shards).where(shards.c.id == bindparam("sid")).values(
+), ("b_path", "b_size", "b_mtime", "b_name", "sid", "t"))
+_KEY_ERROR = _Bulk(update(files).where(files.c.id == bindparam("fid")).values(error_key=bindparam("key")),
+                   ("fid", "key"))
+_SUBMIT_SHARD = _Bulk(update(shards).where(shards.c.id == bindparam("sid")).values(
     submission_id=bindparam("b_sub"), array_index=bindparam("b_index"), job_id=bindparam("b_job"),
     state=ShardState.SUBMITTED.value,
-)
+), ("sid", "b_sub", "b_index", "b_job"))
 _OPEN = or_(files.c.state == _PENDING, files.c.state == _RUNNING)
 _SHARD_ACTIVE = or_(*(shards.c.state == s.value for s in sorted(ACTIVE)))
 
-_START_TASK = (
+_START_TASK = _Bulk(
     update(shards)
     .where(shards.c.id == bindparam("sid"), _SHARD_ACTIVE)
     .values(state=ShardState.RUNNING.value, started_at=bindparam("t"), host=bindparam("b_host"),
-            pid=bindparam("b_pid"))
+            pid=bindparam("b_pid")),
+    ("sid", "t", "b_host", "b_pid"),
 )
-_START_FILE = (
+_START_FILE = _Bulk(
     update(files)
     .where(files.c.id == bindparam("fid"), files.c.shard_id == bindparam("sid"), files.c.state == _PENDING)
-    .values(state=_RUNNING, attempts=files.c.attempts + 1, started_at=bindparam("t"))
+    .values(state=_RUNNING, attempts=files.c.attempts + 1, started_at=bindparam("t")),
+    ("sid", "fid", "t"),
 )
 # A file's end, and its start when the same journal holds it ("ts" not null): a start applies
 # only to a pending file, an end to a pending or running one; SET reads the row as it was.
-_END_FILE = (
+_END_FILE = _Bulk(
     update(files)
     .where(files.c.id == bindparam("fid"), files.c.shard_id == bindparam("sid"), _OPEN)
     .values(
@@ -652,84 +662,113 @@ _END_FILE = (
         attempts=files.c.attempts + case((files.c.state == _PENDING, bindparam("inc", type_=Integer)), else_=0),
         started_at=case((files.c.state == _PENDING, func.coalesce(bindparam("ts", type_=Float), files.c.started_at)),
                         else_=files.c.started_at),
-    )
+    ),
+    ("sid", "fid", "st", "ec", "err", "ek", "t", "sec", "media", "out", "ts", "inc", "sts", "sr", "pr", "sb", "ss",
+     "cs"),
 )
-_REQUEUE_TASK = update(shards).where(shards.c.id == bindparam("sid"), _SHARD_ACTIVE).values(
-    state=ShardState.SUBMITTED.value)
-_TASK_RSS = update(shards).where(shards.c.id == bindparam("sid")).values(
-    peak_rss=func.max(func.coalesce(shards.c.peak_rss, 0), bindparam("b_rss", type_=Integer)))
-_RELEASE_IN_HAND = update(files).where(files.c.shard_id == bindparam("sid"), files.c.state == _RUNNING).values(
-    state=_PENDING)
+_REQUEUE_TASK = _Bulk(update(shards).where(shards.c.id == bindparam("sid"), _SHARD_ACTIVE).values(
+    state=ShardState.SUBMITTED.value), ("sid",))
+_TASK_RSS = _Bulk(update(shards).where(shards.c.id == bindparam("sid")).values(
+    peak_rss=func.max(func.coalesce(shards.c.peak_rss, 0), bindparam("b_rss", type_=Integer))), ("sid", "b_rss"))
+_RELEASE_IN_HAND = _Bulk(update(files).where(files.c.shard_id == bindparam("sid"), files.c.state == _RUNNING).values(
+    state=_PENDING), ("sid",))
 # Ending a shard moves its files only if it has not ended before (then the shard itself).
 _NOT_ENDED = (
     select(shards.c.state).where(shards.c.id == bindparam("sid")).scalar_subquery() != ShardState.ENDED.value
 )
-_FAIL_IN_HAND = (
+_FAIL_IN_HAND = _Bulk(
     update(files)
     .where(files.c.shard_id == bindparam("sid"), files.c.state == _RUNNING, _NOT_ENDED)
     .values(state=FileState.FAILED.value, error_class="TaskEnded", error=bindparam("in_hand"),
-            error_key=bindparam("in_hand_key"), finished_at=bindparam("t"))
+            error_key=bindparam("in_hand_key"), finished_at=bindparam("t")),
+    ("sid", "t", "in_hand", "in_hand_key"),
 )
-_NOTE_UNREACHED = (
+_NOTE_UNREACHED = _Bulk(
     update(files)
     .where(files.c.shard_id == bindparam("sid"), files.c.state == _PENDING, _NOT_ENDED)
-    .values(error_class="TaskEnded", error=bindparam("note"), error_key=bindparam("note_key"))
+    .values(error_class="TaskEnded", error=bindparam("note"), error_key=bindparam("note_key")),
+    ("sid", "note", "note_key"),
 )
-_END_SHARD = (
+_END_SHARD = _Bulk(
     update(shards)
     .where(shards.c.id == bindparam("sid"), shards.c.state != ShardState.ENDED.value)
-    .values(state=ShardState.ENDED.value, ended_at=bindparam("t"), end_reason=bindparam("reason"))
+    .values(state=ShardState.ENDED.value, ended_at=bindparam("t"), end_reason=bindparam("reason")),
+    ("sid", "t", "reason"),
 )
 _ADD_OFFSET = sqlite_insert(journal_offsets).values(path=bindparam("key"), offset=bindparam("b_offset"),
                                                     task_end=bindparam("b_end"))
-_MOVE_OFFSET = _ADD_OFFSET.on_conflict_do_update(
+_MOVE_OFFSET = _Bulk(_ADD_OFFSET.on_conflict_do_update(
     index_elements=[journal_offsets.c.path],
     set_={"offset": _ADD_OFFSET.excluded.offset,
           "task_end": func.coalesce(_ADD_OFFSET.excluded.task_end, journal_offsets.c.task_end)},
-)
-_NOTE_DIR = update(journal_offsets).where(journal_offsets.c.path == bindparam("key")).values(
-    dir_mtime_ns=bindparam("mtime"))
+), ("key", "b_offset", "b_end"))
+_NOTE_DIR = _Bulk(update(journal_offsets).where(journal_offsets.c.path == bindparam("key")).values(
+    dir_mtime_ns=bindparam("mtime")), ("key", "mtime"))
+
+# (statement, dialect name) -> its SQL and, per placeholder in order: the row's index of its
+# value (None: a constant of the statement), the constant, the type's bind processor.
+_COMPILED: dict[tuple[Any, str], tuple[str, list[tuple[int | None, Any, Any]]]] = {}
 
 
-def _executemany(c: Any, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
+def _compiled(c: Any, bulk: _Bulk) -> tuple[str, list[tuple[int | None, Any, Any]]]:
+    key = (bulk.statement, c.dialect.name)
+    if key not in _COMPILED:
+        compiled = bulk.statement.compile(dialect=c.dialect)
+        if not compiled.positiontup:  # a driver with named placeholders: not SQLite's
+            raise ManifestError(f"{c.dialect.name}: bulk statements need positional placeholders")
+        index = {name: i for i, name in enumerate(bulk.names)}
+        plan = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            if name not in index and bind.required:
+                raise ManifestError(f"bulk statement: no value for {name!r} among {bulk.names}")
+            plan.append((index.get(name), bind.value, bind.type.dialect_impl(c.dialect).bind_processor(c.dialect)))
+        _COMPILED[key] = (compiled.string, plan)
+    return _COMPILED[key]
+
+
+def _executemany(c: Any, bulk: _Bulk, rows: Sequence[tuple[Any, ...]]) -> None:
     """Execute a Core statement once per row, as one executemany of the driver.
 
     SQLAlchemy's own executemany builds and type-processes a parameter dict per row in
     Python, which at journal scale (hundreds of thousands of rows) costs more than
-    SQLite spends updating them; here the statement is compiled once and each row
-    becomes a tuple in the order of the compiled placeholders, constants included.
+    SQLite spends updating them.  Here the statement is compiled once, and the rows
+    become the driver's tuples column by column: each placeholder's column taken from
+    the rows (or its constant repeated), its type's processor (e.g. Float's, which stores
+    an int time as a float) mapped over it, the columns zipped back into tuples - loops
+    that run in C, not a Python step per value.
     """
     if not rows:
         return
-    compiled = statement.compile(dialect=c.dialect)
-    order = compiled.positiontup
-    if not order:  # a driver with named placeholders: not SQLite's
-        raise ManifestError(f"{c.dialect.name}: bulk statements need positional placeholders")
-    binds = compiled.binds
-    fixed = {name: bind.value for name, bind in binds.items() if not bind.required}
-    get = itemgetter(*order)
-    params = [get(fixed | row) for row in rows] if len(order) > 1 else [(row[order[0]],) for row in rows]
-    processors = [(i, fn) for i, name in enumerate(order)
-                  if (fn := binds[name].type.dialect_impl(c.dialect).bind_processor(c.dialect))]
-    if processors:  # e.g. Float's, which stores an int time as a float
-        params = [_processed(p, processors) for p in params]
-    c.exec_driver_sql(compiled.string, params)
+    sql, plan = _compiled(c, bulk)
+    given = list(zip(*rows))
+    columns = []
+    for index, constant, processor in plan:
+        column = repeat(constant, len(rows)) if index is None else given[index]
+        columns.append(column if processor is None else map(processor, column))
+    c.exec_driver_sql(sql, list(zip(*columns)))
 
 
-def _processed(values: tuple[Any, ...], processors: list[tuple[int, Any]]) -> tuple[Any, ...]:
-    out = list(values)
-    for i, fn in processors:
-        out[i] = fn(out[i])
-    return tuple(out)
+def _json(value: Any) -> str:
+    """``value`` as JSON text, for the manifest's JSON columns (orjson: a tenth of the
+    standard library's time, which at journal scale is seconds; the standard library for
+    what orjson does not write, such as an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+
+
+_FILE_STATES = {s.value: s.value for s in FileState}
 
 
 def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> None:
     """Apply (shard id, records) items of distinct shards: one executemany per statement kind."""
-    task_starts: list[dict[str, Any]] = []
-    file_starts: list[dict[str, Any]] = []
-    file_ends: list[dict[str, Any]] = []
-    requeues: list[dict[str, Any]] = []
-    task_rss: list[dict[str, Any]] = []
+    task_starts: list[tuple[Any, ...]] = []
+    file_starts: list[tuple[Any, ...]] = []
+    file_ends: list[tuple[Any, ...]] = []
+    requeues: list[tuple[int]] = []
+    task_rss: list[tuple[int, int]] = []
     ends: list[tuple[int, str, float]] = []
     for shard_id, records in items:
         task_start: dict[str, Any] | None = None
@@ -740,14 +779,16 @@ def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> No
         for rec in records:
             kind = rec["kind"]
             if kind == "file_start":  # the first start is the one that can apply
-                started.setdefault(rec["file_id"], rec["time"])
+                if rec["file_id"] not in started:
+                    started[rec["file_id"]] = rec["time"]
             elif kind == "file_end":  # so is the first end
-                ended.setdefault(rec["file_id"], rec)
+                if rec["file_id"] not in ended:
+                    ended[rec["file_id"]] = rec
             elif kind == "task_start":  # each applies while the shard is active: the last one wins
                 task_start = rec
             else:  # task_end: its peak memory counts whether or not it ends the shard
                 if rec.get("peak_rss"):
-                    task_rss.append({"sid": shard_id, "b_rss": int(rec["peak_rss"])})
+                    task_rss.append((shard_id, int(rec["peak_rss"])))
                 if task_end is not None:  # the first that is not a requeue ends the shard
                     continue
                 if rec["reason"] == "requeued":  # the scheduler runs the task again; that attempt resumes
@@ -756,30 +797,28 @@ def _fold_round(c: Any, items: Sequence[tuple[int, list[dict[str, Any]]]]) -> No
                     reason = f"{rec['reason']}: {rec['detail']}" if rec.get("detail") else rec["reason"]
                     task_end = (shard_id, reason, rec["time"])
         if task_start is not None:
-            task_starts.append({"sid": shard_id, "t": task_start["time"], "b_host": task_start["host"],
-                                "b_pid": task_start["pid"]})
-        file_starts += [{"sid": shard_id, "fid": fid, "t": t} for fid, t in started.items() if fid not in ended]
+            task_starts.append((shard_id, task_start["time"], task_start["host"], task_start["pid"]))
+        file_starts += [(shard_id, fid, t) for fid, t in started.items() if fid not in ended]
         for fid, rec in ended.items():
             ts = started.get(fid)
-            file_ends.append({
-                "sid": shard_id, "fid": fid, "st": FileState(rec["state"]).value, "ec": rec.get("error_class"),
-                "err": rec.get("error"), "ek": error_key(rec.get("error")), "t": rec["time"],
-                "sec": rec.get("seconds", {}).get("total"),
-                "media": rec.get("facts", {}).get("duration_s"), "out": json.dumps(rec.get("outputs", [])),
-                "ts": ts, "inc": 0 if ts is None else 1,
-                "sts": json.dumps(rec["seconds"]) if rec.get("seconds") else None,
-                "sr": json.dumps(rec["peak_rss"]) if rec.get("peak_rss") else None,
-                "pr": max(rec["peak_rss"].values()) if rec.get("peak_rss") else None,
-                "sb": (rec.get("staging") or {}).get("bytes"), "ss": (rec.get("staging") or {}).get("seconds"),
-                "cs": _compute_seconds(rec.get("seconds", {})),
-            })
+            seconds = rec.get("seconds", {})
+            rss = rec.get("peak_rss")
+            staging = rec.get("staging") or {}
+            error = rec.get("error")
+            file_ends.append((
+                shard_id, fid, _FILE_STATES.get(rec["state"]) or FileState(rec["state"]).value,
+                rec.get("error_class"), error, error_key(error), rec["time"], seconds.get("total"),
+                rec.get("facts", {}).get("duration_s"), _json(rec.get("outputs", [])), ts, 0 if ts is None else 1,
+                _json(seconds) if seconds else None, _json(rss) if rss else None, max(rss.values()) if rss else None,
+                staging.get("bytes"), staging.get("seconds"), _compute_seconds(seconds),
+            ))
         if task_end is not None:  # a requeue before it is overwritten by the end
             ends.append(task_end)
         elif requeued:
-            requeues.append({"sid": shard_id})
-    for statement, rows in ((_START_TASK, task_starts), (_START_FILE, file_starts), (_END_FILE, file_ends),
-                            (_REQUEUE_TASK, requeues), (_TASK_RSS, task_rss)):
-        _executemany(c, statement, rows)
+            requeues.append((shard_id,))
+    for bulk, rows in ((_START_TASK, task_starts), (_START_FILE, file_starts), (_END_FILE, file_ends),
+                       (_REQUEUE_TASK, requeues), (_TASK_RSS, task_rss)):
+        _executemany(c, bulk, rows)
     _end_shards(c, ends)
 
 
@@ -790,9 +829,7 @@ def _end_shards(c: Any, ends: Sequence[tuple[int, str, float]]) -> None:
     if not ends:
         return
     in_hand = [(sid, f"the task ended while on this file: {reason}", when) for sid, reason, when in ends]
-    _executemany(c, _FAIL_IN_HAND, [{"sid": sid, "t": when, "in_hand": error, "in_hand_key": error_key(error)}
-                                    for sid, error, when in in_hand])
+    _executemany(c, _FAIL_IN_HAND, [(sid, when, error, error_key(error)) for sid, error, when in in_hand])
     unreached = [(sid, f"not reached: {reason}") for sid, reason, _ in ends if not reason.startswith("complete")]
-    _executemany(c, _NOTE_UNREACHED, [{"sid": sid, "note": note, "note_key": error_key(note)}
-                                      for sid, note in unreached])
-    _executemany(c, _END_SHARD, [{"sid": sid, "t": when, "reason": reason} for sid, reason, when in ends])
+    _executemany(c, _NOTE_UNREACHED, [(sid, note, error_key(note)) for sid, note in unreached])
+    _executemany(c, _END_SHARD, [(sid, when, reason) for sid, reason, when in ends])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
-
-from rich.console import Group
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.manifest import Manifest
 from tvseg.states import ACTIVE, FINISHED, FileState, ShardState
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 THROUGHPUT_WINDOW_S = 3600.0
 SHARD_ROWS = 15
@@ -72,6 +72,9 @@ _STATE_STYLE = {
 
 
 def render(snap: dict[str, Any], title: str) -> Group:
+    from rich.console import Group  # noqa: PLC0415 - rich only where tables are drawn (not for --json)
+    from rich.table import Table  # noqa: PLC0415
+
     states = Table(title=f"{title}: {snap['finished']}/{snap['total']} finished", title_justify="left")
     for state in FileState:
         states.add_column(state.value, justify="right", style=_STATE_STYLE[state])

@@ -17,6 +17,7 @@ from sqlalchemy import event
 from orchestrator.manifest import InputFile, Manifest
 from orchestrator.orchestration import fold_journals
 from tvseg.journal import journal_key, read_records, shard_dir
+from tvseg.states import FileState
 
 T0 = 1_700_000_000  # an int on purpose: times are stored as floats all the same
 N_SHARDS = 8
@@ -343,4 +344,23 @@ def test_most_common_errors_group_what_differs_only_by_path(tmp_path):
     with manifest.engine.begin() as c:  # as an older tvseg leaves them
         c.exec_driver_sql("UPDATE files SET error_key = NULL WHERE id IN (?, ?)", (fids[0], fids[3]))
     assert manifest.top_errors(5) == expected
+    manifest.close()
+
+
+def test_records_only_the_standard_json_reader_accepts_are_folded(tmp_path):
+    """Python's json writes NaN (and integers beyond 64 bits), which the fast reader refuses:
+    such a line is read all the same, neither skipped nor stalling the journal."""
+    manifest, shards, ids = new_manifest(tmp_path)
+    sid, (f0, f1) = shards[0], ids[0][:2]
+    write(tmp_path, sid, 0, {"kind": "task_start", "time": T0, "shard": sid, "attempt": 0, "host": "n", "pid": 1,
+                             "job_id": "77", "skipped": []})
+    write(tmp_path, sid, 0, {"kind": "file_start", "time": T0 + 1, "file_id": f0})
+    write(tmp_path, sid, 0, {"kind": "file_end", "time": T0 + 2, "file_id": f0, "state": "done", "outputs": [],
+                             "facts": {"duration_s": 60.0, "loudness": float("nan")},
+                             "seconds": {"probe": 1.0, "queued_ns": 2**70, "total": 1.0}})
+    write(tmp_path, sid, 0, {"kind": "file_start", "time": T0 + 3, "file_id": f1})
+    assert fold_journals(tmp_path, manifest) == 4
+    rows = {r["id"]: r for r in manifest.files_in([FileState.DONE, FileState.RUNNING])}
+    assert (rows[f0]["state"], rows[f0]["media_seconds"], rows[f1]["state"]) == ("done", 60.0, "running")
+    assert json.loads(rows[f0]["stage_seconds"]) == {"probe": 1.0, "queued_ns": 2**70, "total": 1.0}
     manifest.close()

