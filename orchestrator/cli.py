@@ -128,16 +128,15 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False)
 
 
-def _print_error(kind: str, message: str) -> None:
+def _to_stderr(label: str, colour: str, message: str) -> None:
+    """``label: message`` on stderr, the label in bold ``colour``, the message never read as markup."""
     from rich.markup import escape  # noqa: PLC0415
 
-    _console(stderr=True).print(f"[bold red]{kind}:[/] {escape(message)}", markup=True, soft_wrap=True)
+    _console(stderr=True).print(f"[bold {colour}]{label}:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def _warn(message: str) -> None:
-    from rich.markup import escape  # noqa: PLC0415
-
-    _console(stderr=True).print(f"[bold yellow]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
+    _to_stderr("warning", "yellow", message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,13 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(Path(args.jobs))
         return int(_COMMANDS[args.command](config, args, out))
     except TvsegError as exc:
-        _print_error("error", str(exc))
+        _to_stderr("error", "red", str(exc))
         return int(exc.exit_code)
     except KeyboardInterrupt:
         _console(stderr=True).print("interrupted")
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - an internal error gets a message, not a traceback
-        _print_error("internal error", f"{type(exc).__name__}: {exc}")
+        _to_stderr("internal error", "red", f"{type(exc).__name__}: {exc}")
         return int(ExitCode.INTERNAL)
 
 

@@ -43,6 +43,15 @@ def executor_kind(config: JobConfig) -> str:
     return config.executor
 
 
+def auto_choice(config: JobConfig, executor: Executor) -> str:
+    """For an error of ``executor``: why ``executor: auto`` chose it, and how to choose otherwise
+    ('' when it was not chosen by auto, or was this machine)."""
+    if config.executor != "auto" or executor.name != "slurm":
+        return ""
+    return ("executor: auto chose SLURM because sbatch is on the PATH; to run on this machine instead, "
+            "set executor: local in the jobs file")
+
+
 def make_executor(config: JobConfig) -> Executor:
     # Each executor's module is imported only when chosen: a command pays for one, not both.
     kind = executor_kind(config)

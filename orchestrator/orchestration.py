@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import tvseg
 from orchestrator.environment import check_environment
-from orchestrator.executor import Executor, executor_kind, make_executor
+from orchestrator.executor import Executor, auto_choice, executor_kind, make_executor
 from orchestrator.inputs import scan_inputs
 from orchestrator.manifest import FileRow, InputFile, JournalMark, Manifest
 from orchestrator.planning import Advice, advise, measure
@@ -147,12 +147,10 @@ def _submit_shards(config: JobConfig, manifest: Manifest, executor: Executor, sh
     try:
         job_ids = executor.submit(tasks, label)
     except ExecutorError as exc:
-        chosen = ""
-        if config.executor == "auto" and executor.name == "slurm":
-            chosen = ("\nexecutor: auto chose SLURM because sbatch is on the PATH; to run on this machine "
-                      "instead, set executor: local in the jobs file")
-        raise ExecutorError(f"{exc}{chosen}\n{len(shard_ids)} shard(s) stay unsubmitted in the manifest; "
-                            f"'orchestrate submit' or 'orchestrate retry' submits them again") from exc
+        lines = [str(exc), auto_choice(config, executor),
+                 f"{len(shard_ids)} shard(s) stay unsubmitted in the manifest; "
+                 "'orchestrate submit' or 'orchestrate retry' submits them again"]
+        raise ExecutorError("\n".join(line for line in lines if line)) from exc
     manifest.record_submission(kind, executor.name, shard_ids, job_ids, executor.resources())
     return Submitted(list(shard_ids), job_ids)
 

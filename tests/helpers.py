@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 import yaml
+
+from tests.slurm_cluster import in_ci
+
+
+def cannot_run(reason: str) -> None:
+    """A test whose real component cannot run here: skipped on a developer's machine,
+    failed in CI (``CI=true``), where every real component must run."""
+    if in_ci():
+        pytest.fail(f"CI={os.environ['CI']}: this test must run here, and cannot: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def write_jobs(folder: Path, **overrides: Any) -> Path:

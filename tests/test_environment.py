@@ -17,7 +17,7 @@ from orchestrator import orchestration
 from orchestrator.config import load_config
 from orchestrator.environment import interpreter, shell_join
 from orchestrator.slurm import ArraySpec, sbatch_script
-from tests.helpers import journal_records, write_jobs
+from tests.helpers import cannot_run, journal_records, write_jobs
 from tests.slurm.test_slurm_units import check_golden
 from tvseg.config import CONTAINER_PYTHON
 from tvseg.states import FileState
@@ -70,7 +70,7 @@ def test_a_node_without_a_runtime_stops_the_task_with_a_clear_message(tmp_path):
     """This machine has neither apptainer nor singularity (none is installable here): the script's
     runtime check, run by bash as sbatch would, says so and exits before Python starts."""
     if shutil.which("apptainer") or shutil.which("singularity"):
-        pytest.skip("this machine has a container runtime")
+        cannot_run("this machine has a container runtime: the no-runtime message cannot show")
     config = _config(tmp_path, container={"image": "/images/tvseg.sif"})
     script = tmp_path / "task.sbatch"
     script.write_text(_script(config))
@@ -81,7 +81,7 @@ def test_a_node_without_a_runtime_stops_the_task_with_a_clear_message(tmp_path):
 
 def test_the_local_executor_says_when_this_machine_has_no_runtime(tmp_path, cli, make_clips):
     if shutil.which("apptainer") or shutil.which("singularity"):
-        pytest.skip("this machine has a container runtime")
+        cannot_run("this machine has a container runtime: the no-runtime message cannot show")
     make_clips(tmp_path / "media", 1)
     (tmp_path / "tvseg.sif").write_bytes(b"")
     run = cli("submit", write_jobs(tmp_path, container={"image": "tvseg.sif"}))

@@ -3,7 +3,6 @@ chromium) whose screenshot must show the plots."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_jobs
+from tests.helpers import cannot_run, write_jobs
 from tests.slurm.slurm_helpers import sleep_stage  # noqa: F401 - a fixture: the test-only `sleep` stage
 
 # Colours the report's plots use and its text does not: the progress curve, the stage bars,
@@ -23,10 +22,7 @@ PLOT_COLOURS = {"progress": (0x1F, 0x77, 0xB4), "stages": (0x94, 0x67, 0xBD), "m
 def chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        message = "chromium is not installed (scripts/setup --test installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        cannot_run("chromium is not installed (scripts/setup --test installs it)")
     return path
 
 
